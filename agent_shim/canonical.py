@@ -1,0 +1,61 @@
+"""One canonical JSON encoding, and the digests built on it.
+
+Approvals are bound to a digest, and audit records are chained by hash, so two
+parties must turn the same value into the same bytes. Sorted keys, no
+whitespace, UTF-8, and no floats (their textual form is not portable between
+encoders) make that true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+ACTION_DIGEST_TAG: Final = b"towerctl/action/v1\x00"
+
+
+class CanonicalError(ValueError):
+    """The value cannot be encoded canonically (a float, a non-string key...)."""
+
+
+def _check(value: Any, depth: int = 0) -> None:
+    if depth > 64:
+        raise CanonicalError("value nested deeper than 64 levels")
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        raise CanonicalError("floats are not allowed in canonical JSON")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CanonicalError(f"object key {k!r} is not a string")
+            _check(v, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check(v, depth + 1)
+        return
+    raise CanonicalError(f"type {type(value).__name__} has no canonical JSON form")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
+    _check(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def tagged_digest(tag: bytes, value: Any) -> str:
+    """Hex SHA-256 over a domain tag and the canonical encoding of ``value``.
+
+    The tag keeps a digest of one kind of object from ever being valid as a
+    digest of another kind.
+    """
+    h = hashlib.sha256(tag)
+    h.update(canonical_json(value))
+    return h.hexdigest()

@@ -1,0 +1,133 @@
+"""Reading the audit log straight from the SQLite file, without the hub.
+
+Synchronous and read-only on purpose: ``towerctl audit verify`` must work on a
+copy of the database, with no event loop, while the hub may still be writing,
+and must never change the evidence it is checking.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from towerctl.audit.chain import AuditRow, CheckpointRow, VerifyResult, verify
+from towerctl.audit.signing import load_public_key
+
+_AUDIT_SQL = (
+    "SELECT seq, ts_ms, event, actor, session_id, action_id, body, prev_hash, hash FROM audit ORDER BY seq"
+)
+_CHECKPOINT_SQL = "SELECT seq, hash, ts_ms, key_id, signature FROM checkpoints ORDER BY seq"
+
+
+class AuditReadError(Exception):
+    """The file is missing, unreadable, or not a towerctl database."""
+
+
+def _text(raw: bytes) -> str:
+    # Keeps bytes that are not UTF-8 (a tampered row) instead of failing the
+    # whole read; the chain then reports that row as edited.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def open_readonly(db_path: Path) -> sqlite3.Connection:
+    """A connection that cannot change the file (and does not create one)."""
+    if not db_path.is_file():
+        raise AuditReadError(f"no database at {db_path}")
+    uri = db_path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise AuditReadError(f"cannot open {db_path}: {exc}") from exc
+    conn.text_factory = _text
+    return conn
+
+
+def _audit_row(r: tuple[object, ...]) -> AuditRow:
+    seq, ts_ms, event, actor, session_id, action_id, body, prev_hash, hash_ = r
+    return AuditRow(
+        seq=seq,  # type: ignore[arg-type]  # whatever is stored; the chain judges it
+        ts_ms=ts_ms,  # type: ignore[arg-type]
+        event=event,  # type: ignore[arg-type]
+        actor=actor,  # type: ignore[arg-type]
+        session_id=session_id,  # type: ignore[arg-type]
+        action_id=action_id,  # type: ignore[arg-type]
+        body=_text(body) if isinstance(body, bytes) else str(body),
+        prev_hash=str(prev_hash),
+        hash=str(hash_),
+    )
+
+
+def _checkpoint_row(r: tuple[object, ...]) -> CheckpointRow:
+    seq, hash_, ts_ms, kid, signature = r
+    return CheckpointRow(
+        seq=seq,  # type: ignore[arg-type]
+        hash=str(hash_),
+        ts_ms=ts_ms,  # type: ignore[arg-type]
+        key_id=str(kid),
+        signature=str(signature),
+    )
+
+
+def verify_connection(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None) -> VerifyResult:
+    """Verify inside one read transaction, so that a hub writing meanwhile
+    cannot make the checkpoints look newer than the records read."""
+    try:
+        conn.execute("BEGIN")
+        try:
+            checkpoints = [_checkpoint_row(r) for r in conn.execute(_CHECKPOINT_SQL)]
+            rows = (_audit_row(r) for r in conn.execute(_AUDIT_SQL))
+            return verify(rows, checkpoints, public_key)
+        finally:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise AuditReadError(f"cannot read the audit log: {exc}") from exc
+
+
+def verify_database(db_path: Path, key_path: Path | None) -> VerifyResult:
+    """Verify the chain and, when the key file exists, the checkpoint signatures.
+
+    ``key_path`` may be the hub's private key file or an exported public key.
+    A missing key file is not an error: the result then says that checkpoint
+    signatures were not verified.
+    """
+    public_key = load_public_key(key_path) if key_path is not None and key_path.exists() else None
+    with closing(open_readonly(db_path)) as conn:
+        return verify_connection(conn, public_key)
+
+
+def export_audit(db_path: Path) -> Iterator[dict[str, object]]:
+    """Every record in seq order: the hashed body's fields plus ``prev_hash`` and
+    ``hash``, enough to re-verify the chain from the export alone (the body is
+    the canonical JSON of the first seven fields). A body that no longer parses
+    is exported as ``body_raw`` next to its columns."""
+    with closing(open_readonly(db_path)) as conn:
+        try:
+            cursor = conn.execute(_AUDIT_SQL)
+            for r in cursor:
+                row = _audit_row(r)
+                try:
+                    parsed = json.loads(row.body)
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, dict):
+                    rec: dict[str, object] = dict(parsed)
+                else:
+                    rec = {
+                        "seq": row.seq,
+                        "ts_ms": row.ts_ms,
+                        "event": row.event,
+                        "actor": row.actor,
+                        "session_id": row.session_id,
+                        "action_id": row.action_id,
+                        "body_raw": row.body,
+                    }
+                rec["prev_hash"] = row.prev_hash
+                rec["hash"] = row.hash
+                yield rec
+        except sqlite3.Error as exc:
+            raise AuditReadError(f"cannot read the audit log: {exc}") from exc

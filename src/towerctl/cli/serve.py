@@ -1,0 +1,144 @@
+"""``towerctl serve``: the hub alone."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import IO
+
+import click
+
+from towerctl.cli.common import db_option, fail
+from towerctl.config import DEFAULT_PORT, default_db, default_key, token_file, url_file, write_private
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def bootstrap_tokens(db: Path, key: Path) -> list[Path]:
+    """First start with no tokens: create an admin and an agent token, files mode 0600."""
+    from towerctl.store import Store
+    from towerctl.tokens import create_token
+
+    store = await Store.open(db, key_path=key)
+    try:
+        if await store.tokens():
+            return []
+        written = []
+        for role, name in (("admin", "local-admin"), ("agent", "local-agent")):
+            token = await create_token(store, role=role, name=name, envs=(), actor="serve")
+            path = token_file(role)
+            write_private(path, token + "\n")
+            written.append(path)
+        return written
+    finally:
+        await store.close()
+
+
+async def serve_forever(
+    host: str,
+    port: int,
+    db: Path,
+    key: Path,
+    policy_text: str | None,
+    ssl_ctx: ssl.SSLContext | None,
+    synchronous: str,
+    announce: bool = True,
+) -> None:
+    from agent_shim.policy import parse_policy_toml
+    from towerctl.hub.server import Hub, HubConfig
+
+    policy = parse_policy_toml(policy_text) if policy_text is not None else None
+    hub = Hub(
+        HubConfig(
+            host=host, port=port, db_path=db, key_path=key, synchronous=synchronous, ssl_context=ssl_ctx
+        )
+    )
+    await hub.start(policy)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if announce:
+        write_private(url_file(), hub.url + "\n")
+        click.echo(f"towerctl hub listening on {hub.url} (db {db})", err=True)
+    try:
+        await stop.wait()
+    finally:
+        await hub.stop()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port (0 picks a free one).")
+@db_option
+@click.option(
+    "--key",
+    "key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Audit signing key file (default: beside the db).",
+)
+@click.option(
+    "--policy", "policy_file", type=click.File("r"), default=None, help="Policy TOML applied at start."
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without TLS.")
+@click.option(
+    "--sync",
+    "synchronous",
+    type=click.Choice(["normal", "full"]),
+    default="full",
+    show_default=True,
+    help="SQLite durability: full survives power loss.",
+)
+def serve(
+    host: str,
+    port: int,
+    db: str | None,
+    key: str | None,
+    policy_file: IO[str] | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    insecure: bool,
+    synchronous: str,
+) -> None:
+    """Run the hub: /agent and /operator websockets and GET /healthz on one port."""
+    if not is_loopback(host) and not tls_cert and not insecure:
+        fail(f"refusing to bind {host} without TLS: pass --tls-cert/--tls-key, or --insecure", 2)
+    ssl_ctx = None
+    if tls_cert:
+        if not tls_key:
+            fail("--tls-cert needs --tls-key", 2)
+        ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_ctx.load_cert_chain(tls_cert, tls_key)
+    db_path = Path(db) if db else default_db()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path = Path(key) if key else default_key(db_path)
+    policy_text = policy_file.read() if policy_file is not None else None
+    if policy_text is not None:
+        from agent_shim.policy import PolicyError, parse_policy_toml
+
+        try:
+            parse_policy_toml(policy_text)
+        except PolicyError as exc:
+            fail(f"policy: {exc}", 2)
+    written = asyncio.run(bootstrap_tokens(db_path, key_path))
+    for path in written:
+        click.echo(f"created {path.stem} token: {path} (mode 0600)", err=True)
+    try:
+        asyncio.run(serve_forever(host, port, db_path, key_path, policy_text, ssl_ctx, synchronous.upper()))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
+    sys.exit(0)

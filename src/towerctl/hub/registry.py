@@ -1,0 +1,95 @@
+"""The hub's in-memory view: live sessions, pending actions, policies, freezes.
+
+The store is the truth; this is the working set the hub needs at wire speed
+(who is connected, which actions wait, which timers run). It is rebuilt from
+the store at start-up, so a restarted hub offers pending actions again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from websockets.asyncio.server import ServerConnection
+
+from agent_shim.policy import EnvPolicy, RateWindow, policy_for
+from agent_shim.protocol import ActionInfo, PolicyInfo, SessionInfo, SessionStatus
+
+RECENT_ACTIONS: Final = 500
+
+
+@dataclass(slots=True)
+class LiveSession:
+    session_id: str
+    agent: str
+    env: str
+    host: str
+    pid: int | None
+    status: SessionStatus
+    started_at: int
+    last_seen: int
+    token_id: str = ""
+    conn: ServerConnection | None = None
+    rate: RateWindow = field(default_factory=lambda: RateWindow(None))
+    current_action: str = ""
+    pending: set[str] = field(default_factory=set)
+    #: Why the session is paused: "operator", "freeze", "rate". Resuming by an
+    #: operator clears all; unfreezing clears only "freeze".
+    pause_reasons: set[str] = field(default_factory=set)
+
+    def info(self, now_rate: int = 0) -> SessionInfo:
+        return SessionInfo(
+            session_id=self.session_id,
+            agent=self.agent,
+            env=self.env,
+            host=self.host,
+            pid=self.pid,
+            status=self.status,
+            connected=self.conn is not None,
+            started_at=self.started_at,
+            last_seen=self.last_seen,
+            current_action=self.current_action[:200],
+            pending=len(self.pending),
+            rate=now_rate,
+        )
+
+
+@dataclass(slots=True)
+class PendingAction:
+    info: ActionInfo
+    timer: asyncio.TimerHandle | None = None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.sessions: dict[str, LiveSession] = {}
+        self.pending: dict[str, PendingAction] = {}
+        #: Actions being decided right now, and by whom: the first decision wins
+        #: synchronously, before any await, so a second operator is told at once.
+        self.deciding: dict[str, str] = {}
+        self.recent: deque[ActionInfo] = deque(maxlen=RECENT_ACTIONS)
+        self.policies: dict[str, tuple[int, EnvPolicy]] = {}
+        self.frozen: set[str] = set()
+
+    def policy(self, env: str) -> tuple[int, EnvPolicy]:
+        """The hub's policy for ``env``: the stored one, else the built-in (version 0)."""
+        found = self.policies.get(env)
+        if found is not None:
+            return found
+        return 0, policy_for(None, env)
+
+    def policy_infos(self) -> dict[str, PolicyInfo]:
+        envs = set(self.policies) | {"dev", "staging", "prod"} | {s.env for s in self.sessions.values()}
+        out: dict[str, PolicyInfo] = {}
+        for env in sorted(envs):
+            version, pol = self.policy(env)
+            out[env] = PolicyInfo(version=version, policy=pol)
+        return out
+
+    def sessions_in(self, env: str) -> list[LiveSession]:
+        return [s for s in self.sessions.values() if s.env == env]
+
+    def remember(self, info: ActionInfo) -> None:
+        self.recent.append(info)

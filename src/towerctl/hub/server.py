@@ -1,0 +1,360 @@
+"""The hub's socket layer: one port, two websocket endpoints, a health check.
+
+Authentication happens in ``process_request``, before the upgrade: a bad or
+missing token gets a plain 401 and never a websocket. Every frame is parsed
+strictly; a bad one gets an ``error`` reply with the reason and a strike, and
+a peer that keeps sending them is disconnected. Nothing a peer sends can take
+down the hub or another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agent_shim.policy import PolicyDoc
+from agent_shim.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    AgentHello,
+    AgentMessageAdapter,
+    Decide,
+    ErrorMsg,
+    Freeze,
+    OperatorHello,
+    OperatorMessageAdapter,
+    OperatorsEvent,
+    OperatorWelcome,
+    Propose,
+    ProtocolError,
+    Report,
+    Result,
+    SelfPaused,
+    SessionControl,
+    SetPolicy,
+    Started,
+    decode,
+    encode,
+)
+from towerctl.auth import Principal, hash_token, parse_bearer
+from towerctl.hub.fanout import OperatorConn
+from towerctl.hub.service import HubService, Refused, now_ms
+from towerctl.store import Store, StoreError
+
+log = logging.getLogger("towerctl.hub")
+
+MAX_STRIKES: Final = 10
+HELLO_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(slots=True)
+class HubConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    db_path: Path = Path("tower.db")
+    key_path: Path = Path("audit-signing.key")
+    synchronous: str = "NORMAL"
+    ssl_context: ssl.SSLContext | None = None
+
+
+class Hub:
+    """Owns the store, the service and the listening socket."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.service: HubService | None = None
+        self._server: Server | None = None
+        self._principals: dict[ServerConnection, Principal] = {}
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("hub not started")
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.config.ssl_context else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}"
+
+    async def start(self, policy: PolicyDoc | None = None) -> None:
+        self.store = await Store.open(
+            self.config.db_path, key_path=self.config.key_path, synchronous=self.config.synchronous
+        )
+        self.service = HubService(self.store)
+        await self.service.load()
+        if policy is not None:
+            for env, pol in policy.environments.items():
+                current = self.service.reg.policies.get(env)
+                if current is None or current[1] != pol:
+                    await self.service.apply_policy(env, pol, actor="serve --policy")
+        await self.store.audit_note(
+            "hub.started", actor="hub", data={"pid": __import__("os").getpid()}, ts_ms=now_ms()
+        )
+        self._server = await serve(
+            self._handler,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=MAX_MESSAGE_BYTES,
+            max_queue=16,
+            ping_interval=20,
+            ping_timeout=20,
+            open_timeout=10,
+            ssl=self.config.ssl_context,
+            server_header="towerctl",
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self.store is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.audit_note("hub.stopped", actor="hub", data={}, ts_ms=now_ms())
+            await self.store.close()
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- HTTP
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return self._health(conn)
+        if path not in ("/agent", "/operator"):
+            return conn.respond(http.HTTPStatus.NOT_FOUND, "not found: use /agent, /operator or /healthz\n")
+        token = parse_bearer(request.headers.get("Authorization"))
+        if token is None:
+            return _unauthorized(conn, "missing bearer token\n")
+        assert self.store is not None
+        try:
+            row = await self.store.token_by_hash(hash_token(token))
+        except StoreError:
+            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable\n")
+        if row is None:
+            return _unauthorized(conn, "invalid or revoked token\n")
+        principal = Principal(token_id=row.token_id, name=row.name, role=row.role, envs=tuple(row.envs))  # type: ignore[arg-type]
+        if path == "/agent" and principal.role != "agent":
+            return conn.respond(http.HTTPStatus.FORBIDDEN, "this endpoint needs an agent token\n")
+        if path == "/operator" and not principal.is_operator:
+            return conn.respond(http.HTTPStatus.FORBIDDEN, "this endpoint needs an operator token\n")
+        self._principals[conn] = principal
+        return None
+
+    def _health(self, conn: ServerConnection) -> Response:
+        svc = self.service
+        body = {
+            "status": "ok",
+            "protocol": PROTOCOL_VERSION,
+            "sessions": len(svc.reg.sessions) if svc else 0,
+            "pending": len(svc.reg.pending) if svc else 0,
+            "operators": len(svc.fanout.operators) if svc else 0,
+        }
+        resp = conn.respond(http.HTTPStatus.OK, json.dumps(body) + "\n")
+        resp.headers["Content-Type"] = "application/json"
+        return resp
+
+    # ------------------------------------------------------------ websocket
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        principal = self._principals.pop(conn, None)
+        if principal is None:  # cannot happen: process_request let it through
+            await conn.close(1008, "unauthenticated")
+            return
+        try:
+            if conn.request is not None and conn.request.path.startswith("/agent"):
+                await self._agent(conn, principal)
+            else:
+                await self._operator(conn, principal)
+        except ConnectionClosed:
+            pass
+        except StoreError as exc:
+            # Fail closed: a store we cannot write to means no decisions at all.
+            log.error("store failure, closing connection: %s", exc)
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(
+                    encode(ErrorMsg(code="store_unavailable", message=str(exc)[:4000], fatal=True))
+                )
+                await conn.close(1011, "store unavailable")
+
+    async def _reject(
+        self, conn: ServerConnection, code: str, message: str, ref: str | None = None, fatal: bool = False
+    ) -> None:
+        await conn.send(encode(ErrorMsg(code=code, message=message[:4000], ref=ref, fatal=fatal)))
+        if fatal:
+            await conn.close(1008, message[:120])
+
+    async def _agent(self, conn: ServerConnection, principal: Principal) -> None:
+        assert self.service is not None
+        try:
+            first = decode(AgentMessageAdapter, await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S))
+        except TimeoutError:
+            await self._reject(conn, "timeout", "no hello within 10s", fatal=True)
+            return
+        except ProtocolError as exc:
+            await self._reject(conn, exc.code, exc.message, fatal=True)
+            return
+        if not isinstance(first, AgentHello):
+            await self._reject(
+                conn, "expected_hello", f"first message must be hello, got {first.type}", fatal=True
+            )
+            return
+        if first.protocol != PROTOCOL_VERSION:
+            await self._reject(
+                conn,
+                "protocol_version",
+                f"hub speaks protocol {PROTOCOL_VERSION}, not {first.protocol}",
+                fatal=True,
+            )
+            return
+        if not principal.may_use_env(first.env):
+            await self._reject(
+                conn,
+                "forbidden",
+                f"token {principal.name!r} is not valid for environment {first.env!r}",
+                fatal=True,
+            )
+            return
+        try:
+            sess = await self.service.agent_hello(conn, principal, first)
+        except Refused as exc:
+            await self._reject(conn, exc.code, exc.message, fatal=True)
+            return
+        strikes = 0
+        try:
+            async for raw in conn:
+                try:
+                    msg = decode(AgentMessageAdapter, raw)
+                    if isinstance(msg, Propose):
+                        await self.service.propose(sess, msg)
+                    elif isinstance(msg, Started):
+                        await self.service.started(sess, msg)
+                    elif isinstance(msg, Report):
+                        await self.service.report(sess, msg)
+                    elif isinstance(msg, SelfPaused):
+                        await self.service.self_paused(sess, msg.reason)
+                    else:
+                        raise ProtocolError("unexpected", "hello was already received")
+                except (ProtocolError, Refused) as exc:
+                    strikes += 1
+                    await self._reject(conn, exc.code, exc.message, ref=_ref(raw))
+                    if strikes >= MAX_STRIKES:
+                        await self._reject(
+                            conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
+                        )
+                        return
+        finally:
+            await self.service.agent_gone(sess, conn)
+
+    async def _operator(self, conn: ServerConnection, principal: Principal) -> None:
+        assert self.service is not None
+        svc = self.service
+        try:
+            first = decode(OperatorMessageAdapter, await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S))
+        except TimeoutError:
+            await self._reject(conn, "timeout", "no hello within 10s", fatal=True)
+            return
+        except ProtocolError as exc:
+            await self._reject(conn, exc.code, exc.message, fatal=True)
+            return
+        if not isinstance(first, OperatorHello) or first.protocol != PROTOCOL_VERSION:
+            await self._reject(
+                conn,
+                "expected_hello",
+                f"first message must be hello for protocol {PROTOCOL_VERSION}",
+                fatal=True,
+            )
+            return
+        await conn.send(
+            encode(
+                OperatorWelcome(
+                    protocol=PROTOCOL_VERSION,
+                    operator=principal.name,
+                    role=principal.role,  # type: ignore[arg-type]  # is_operator checked in process_request
+                )
+            )
+        )
+        op = OperatorConn(conn, principal, svc.snapshot_json)
+        op.push(svc.snapshot_json())
+        svc.fanout.add(op)
+        svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
+        strikes = 0
+        try:
+            async for raw in conn:
+                try:
+                    msg = decode(OperatorMessageAdapter, raw)
+                except ProtocolError as exc:
+                    strikes += 1
+                    op.push(encode(ErrorMsg(code=exc.code, message=exc.message[:4000], ref=_ref(raw))))
+                    if strikes >= MAX_STRIKES:
+                        await self._reject(
+                            conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
+                        )
+                        return
+                    continue
+                if isinstance(msg, OperatorHello):
+                    op.push(encode(ErrorMsg(code="unexpected", message="hello was already received")))
+                    continue
+                try:
+                    message = ""
+                    if isinstance(msg, Decide):
+                        await svc.decide(principal, msg.action_id, msg.digest, msg.approve, msg.reason)
+                    elif isinstance(msg, SessionControl):
+                        message = await svc.control(principal, msg.session_id, msg.op, msg.reason)
+                    elif isinstance(msg, Freeze):
+                        await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
+                    elif isinstance(msg, SetPolicy):
+                        message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
+                    op.push(encode(Result(req=msg.req, ok=True, message=message)))
+                except Refused as exc:
+                    op.push(encode(Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])))
+        finally:
+            await svc.fanout.remove(op)
+            svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
+
+
+def _ref(raw: str | bytes) -> str | None:
+    """Best-effort id of the offending message, to correlate the error."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(obj, dict):
+        for key in ("req", "action_id"):
+            val = obj.get(key)
+            if isinstance(val, str):
+                return val[:80]
+        action = obj.get("action")
+        if isinstance(action, dict) and isinstance(action.get("action_id"), str):
+            return str(action["action_id"])[:80]
+    return None
+
+
+def _unauthorized(conn: ServerConnection, text: str) -> Response:
+    resp = conn.respond(http.HTTPStatus.UNAUTHORIZED, text)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="towerctl"'
+    return resp
+
+
+__all__ = ["Headers", "Hub", "HubConfig"]

@@ -1,0 +1,235 @@
+"""The operator client: the CLI and the TUI talk to the hub through this.
+
+It keeps a live copy of the hub's state (snapshot, then deltas), matches
+requests to results by ``req`` id, and hands every event to whoever
+consumes ``events()``. It has no opinion about display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from typing import Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agent_shim.policy import EnvPolicy
+from agent_shim.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    ActionEvent,
+    ActionInfo,
+    Decide,
+    ErrorMsg,
+    Freeze,
+    FreezeEvent,
+    HubToOperator,
+    HubToOperatorAdapter,
+    OperatorHello,
+    OperatorsEvent,
+    OperatorWelcome,
+    PolicyEvent,
+    PolicyInfo,
+    Result,
+    SessionControl,
+    SessionEvent,
+    SessionInfo,
+    SetPolicy,
+    Snapshot,
+    decode,
+    encode,
+)
+
+REQUEST_TIMEOUT_S: Final = 30.0
+
+
+class OperatorError(Exception):
+    """The hub refused a request or could not be reached."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def operator_url(url: str) -> str:
+    base = url.rstrip("/")
+    return base if base.endswith("/operator") else base + "/operator"
+
+
+class OperatorClient:
+    """``async with OperatorClient(url, token) as op:`` — connected and synced."""
+
+    def __init__(self, url: str, token: str, *, client: str = "towerctl", timeout: float = 10.0) -> None:
+        self.url = operator_url(url)
+        self._token = token
+        self._client = client
+        self._timeout = timeout
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._results: dict[str, asyncio.Future[Result]] = {}
+        self._ids = itertools.count(1)
+        self._events: asyncio.Queue[HubToOperator | None] = asyncio.Queue()
+        self._synced = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.name = ""
+        self.role = ""
+        self.sessions: dict[str, SessionInfo] = {}
+        self.pending: dict[str, ActionInfo] = {}
+        self.actions: dict[str, ActionInfo] = {}
+        self.policies: dict[str, PolicyInfo] = {}
+        self.frozen: set[str] = set()
+        self.operators: tuple[str, ...] = ()
+        self.hub_time_offset_ms = 0
+
+    async def __aenter__(self) -> OperatorClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        try:
+            self._ws = await connect(
+                self.url,
+                additional_headers={"Authorization": f"Bearer {self._token}"},
+                compression=None,
+                proxy=None,
+                max_size=16 * MAX_MESSAGE_BYTES,
+                open_timeout=self._timeout,
+            )
+        except InvalidStatus as exc:
+            body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
+            raise OperatorError(f"hub refused: HTTP {exc.response.status_code} {body}", "http") from None
+        except (OSError, TimeoutError) as exc:
+            raise OperatorError(f"cannot reach the hub at {self.url}: {exc}", "unreachable") from None
+        await self._ws.send(encode(OperatorHello(protocol=PROTOCOL_VERSION, client=self._client)))
+        welcome = decode(HubToOperatorAdapter, await asyncio.wait_for(self._ws.recv(), self._timeout))
+        if isinstance(welcome, ErrorMsg):
+            raise OperatorError(welcome.message, welcome.code)
+        if not isinstance(welcome, OperatorWelcome):
+            raise OperatorError(f"unexpected first message {welcome.type}")
+        self.name, self.role = welcome.operator, welcome.role
+        self._reader = asyncio.create_task(self._read(self._ws))
+        try:
+            await asyncio.wait_for(self._synced.wait(), self._timeout)
+        except TimeoutError:
+            raise OperatorError("hub sent no snapshot") from None
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for raw in ws:
+                msg = decode(HubToOperatorAdapter, raw)
+                self._apply(msg)
+                if isinstance(msg, Result):
+                    fut = self._results.pop(msg.req, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                self._events.put_nowait(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            for fut in self._results.values():
+                if not fut.done():
+                    fut.set_exception(OperatorError("connection to the hub closed", "closed"))
+            self._events.put_nowait(None)
+
+    def _apply(self, msg: HubToOperator) -> None:
+        if isinstance(msg, Snapshot):
+            self.sessions = {s.session_id: s for s in msg.sessions}
+            self.pending = {a.action.action_id: a for a in msg.pending}
+            self.actions = {a.action.action_id: a for a in msg.recent}
+            self.actions.update(self.pending)
+            self.policies = dict(msg.policies)
+            self.frozen = set(msg.frozen)
+            self.operators = msg.operators
+            self._synced.set()
+        elif isinstance(msg, SessionEvent):
+            self.sessions[msg.session.session_id] = msg.session
+        elif isinstance(msg, ActionEvent):
+            info = msg.action
+            aid = info.action.action_id
+            self.actions[aid] = info
+            if info.state == "pending":
+                self.pending[aid] = info
+            else:
+                self.pending.pop(aid, None)
+        elif isinstance(msg, PolicyEvent):
+            self.policies[msg.env] = msg.info
+        elif isinstance(msg, FreezeEvent):
+            (self.frozen.add if msg.frozen else self.frozen.discard)(msg.env)
+        elif isinstance(msg, OperatorsEvent):
+            self.operators = msg.operators
+
+    async def events(self) -> AsyncIterator[HubToOperator]:
+        """Every message from the hub, in order, until the connection closes."""
+        while True:
+            msg = await self._events.get()
+            if msg is None:
+                return
+            yield msg
+
+    # ------------------------------------------------------------ requests
+
+    async def _request(
+        self, build: type[Decide | SessionControl | Freeze | SetPolicy], **fields: object
+    ) -> Result:
+        if self._ws is None:
+            raise OperatorError("not connected")
+        req = f"r{next(self._ids)}"
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._results[req] = fut
+        await self._ws.send(encode(build.model_validate({"req": req, **fields})))
+        try:
+            result = await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            self._results.pop(req, None)
+            raise OperatorError("hub did not answer in time", "timeout") from None
+        if not result.ok:
+            raise OperatorError(result.message, result.code)
+        return result
+
+    def resolve_action(self, prefix: str) -> ActionInfo:
+        """An action by id or unique id prefix, pending first."""
+        for pool in (self.pending, self.actions):
+            if prefix in pool:
+                return pool[prefix]
+            hits = [a for aid, a in pool.items() if aid.startswith(prefix)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise OperatorError(f"action id prefix {prefix!r} is ambiguous", "ambiguous")
+        raise OperatorError(f"no pending action {prefix!r}", "not_found")
+
+    async def decide(
+        self, action_id: str, approve: bool, reason: str = "", digest: str | None = None
+    ) -> Result:
+        info = self.resolve_action(action_id)
+        return await self._request(
+            Decide,
+            action_id=info.action.action_id,
+            digest=digest or info.digest,
+            approve=approve,
+            reason=reason,
+        )
+
+    async def control(self, session_id: str, op: str, reason: str = "") -> Result:
+        return await self._request(SessionControl, session_id=session_id, op=op, reason=reason)
+
+    async def freeze(self, env: str, frozen: bool, reason: str = "") -> Result:
+        return await self._request(Freeze, env=env, frozen=frozen, reason=reason)
+
+    async def set_policy(self, env: str, policy: EnvPolicy) -> Result:
+        return await self._request(SetPolicy, env=env, policy=policy)

@@ -1,0 +1,390 @@
+"""The write operations, each one state change plus its audit records.
+
+Plain synchronous functions over a ``Tx``; the writer runs them inside a
+SAVEPOINT in the batch transaction, so an exception here undoes exactly this
+operation (rows and audit records alike) and nothing else. The action state
+machine is enforced here, next to the rows, because only here are the checks
+and the write atomic: two operators deciding at once are serialised by the
+writer, and the loser sees the winner's decision.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from typing import Final
+
+from towerctl.store.models import (
+    ActionRow,
+    AlreadyDecided,
+    DecisionRow,
+    InvalidTransition,
+    NotFound,
+    OutcomeRow,
+    SessionRow,
+    StoreError,
+    TokenRow,
+)
+from towerctl.store.tx import Tx
+
+INITIAL_STATES: Final = frozenset({"allowed", "denied", "pending"})
+# new state -> the states it may be reached from (decisions and outcomes have
+# their own operations with their own rules).
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "running": frozenset({"allowed", "approved"}),
+    "cancelled": frozenset({"pending", "allowed", "approved"}),
+}
+FINISHABLE: Final = frozenset({"running", "allowed", "approved"})
+# Session statuses after which the session is over.
+ENDED: Final = frozenset({"ended", "killed"})
+
+
+_COLUMN_JSON: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def to_json(value: object) -> str:
+    """JSON for a column copy. Not run through ``canonical_json``'s (slow, pure
+    Python) checks on purpose: every value stored this way also goes into the
+    same operation's audit record, whose canonical encoding refuses floats and
+    odd keys and so rolls the whole operation back."""
+    return _COLUMN_JSON.encode(value)
+
+
+def session_started(tx: Tx, row: SessionRow, *, resumed: bool, ts_ms: int) -> None:
+    tx.conn.execute(
+        "INSERT INTO sessions (session_id, agent, env, host, pid, status, started_at, last_seen,"
+        " ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (session_id) DO UPDATE SET agent = excluded.agent, env = excluded.env,"
+        " host = excluded.host, pid = excluded.pid, status = excluded.status,"
+        " last_seen = excluded.last_seen, ended_at = CASE WHEN excluded.status IN ('killed', 'ended')"
+        " THEN COALESCE(excluded.ended_at, sessions.ended_at) ELSE excluded.ended_at END",
+        (
+            row.session_id,
+            row.agent,
+            row.env,
+            row.host,
+            row.pid,
+            row.status,
+            row.started_at,
+            row.last_seen,
+            row.ended_at,
+        ),
+    )
+    tx.audit(
+        "session.resumed" if resumed else "session.started",
+        actor=f"agent:{row.agent}",
+        ts_ms=ts_ms,
+        session_id=row.session_id,
+        data={
+            "agent": row.agent,
+            "env": row.env,
+            "host": row.host,
+            "pid": row.pid,
+            "status": row.status,
+            "started_at": row.started_at,
+        },
+    )
+
+
+def session_status(tx: Tx, session_id: str, status: str, *, actor: str, reason: str, ts_ms: int) -> None:
+    # "resumed" is an event, not a state: the session is active again.
+    stored = "active" if status == "resumed" else status
+    old = tx.one("SELECT status FROM sessions WHERE session_id = ?", (session_id,))
+    if old is None:
+        raise NotFound(f"no session {session_id}")
+    tx.conn.execute(
+        "UPDATE sessions SET status = ?, last_seen = MAX(last_seen, ?),"
+        " ended_at = CASE WHEN ? THEN ? ELSE ended_at END WHERE session_id = ?",
+        (stored, ts_ms, stored in ENDED, ts_ms, session_id),
+    )
+    tx.audit(
+        f"session.{status}",
+        actor=actor,
+        ts_ms=ts_ms,
+        session_id=session_id,
+        data={"reason": reason, "from": old[0], "status": stored},
+    )
+
+
+def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> None:
+    existing = tx.one("SELECT digest FROM actions WHERE action_id = ?", (row.action_id,))
+    if existing is not None:
+        if existing[0] == row.digest:
+            return  # the same proposal re-sent after a reconnect
+        raise StoreError(f"action id {row.action_id} already used for a different action")
+    try:
+        _insert_action(tx, row)
+    except sqlite3.IntegrityError as exc:
+        if "FOREIGN KEY" in str(exc):
+            raise NotFound(f"no session {row.session_id}") from exc
+        raise
+    tx.audit(
+        "action.proposed",
+        actor=actor,
+        ts_ms=ts_ms,
+        session_id=row.session_id,
+        action_id=row.action_id,
+        data={
+            "body": row.body,
+            "digest": row.digest,
+            "risk": row.risk,
+            "reasons": list(row.reasons),
+            "policy_verdict": row.policy_verdict,
+            "rule": row.rule,
+        },
+    )
+    tx.audit(
+        f"action.{row.state}",
+        actor=actor,
+        ts_ms=ts_ms,
+        session_id=row.session_id,
+        action_id=row.action_id,
+        data={"digest": row.digest, "policy_verdict": row.policy_verdict, "expires_at": row.expires_at},
+    )
+
+
+def _insert_action(tx: Tx, row: ActionRow) -> None:
+    tx.conn.execute(
+        "INSERT INTO actions (action_id, session_id, kind, command, target, digest, risk, reasons,"
+        " policy_verdict, rule, state, body, created_at, updated_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.action_id,
+            row.session_id,
+            row.kind,
+            row.command,
+            row.target,
+            row.digest,
+            row.risk,
+            to_json(list(row.reasons)),
+            row.policy_verdict,
+            None if row.rule is None else to_json(row.rule),
+            row.state,
+            to_json(row.body),
+            row.created_at,
+            row.updated_at,
+            row.expires_at,
+        ),
+    )
+
+
+def _decision(tx: Tx, action_id: str) -> DecisionRow | None:
+    r = tx.one(
+        "SELECT decision_id, action_id, verdict, operator, reason, digest, decided_at"
+        " FROM decisions WHERE action_id = ?",
+        (action_id,),
+    )
+    if r is None:
+        return None
+    return DecisionRow(
+        decision_id=str(r[0]),
+        action_id=str(r[1]),
+        verdict=str(r[2]),
+        operator=str(r[3]),
+        reason=str(r[4]),
+        digest=str(r[5]),
+        decided_at=int(r[6]),
+    )
+
+
+def action_decided(tx: Tx, decision: DecisionRow, *, new_state: str, ts_ms: int) -> DecisionRow:
+    existing = _decision(tx, decision.action_id)
+    if existing is not None:
+        raise AlreadyDecided(existing)
+    action = tx.one(
+        "SELECT session_id, state, digest, policy_verdict, expires_at FROM actions WHERE action_id = ?",
+        (decision.action_id,),
+    )
+    if action is None:
+        raise NotFound(f"no action {decision.action_id}")
+    session_id, state, digest, policy_verdict, expires_at = action
+    if state != "pending":
+        raise InvalidTransition(
+            f"action {decision.action_id} is {state}, not pending; it cannot be {new_state}"
+        )
+    if decision.digest != digest:
+        raise StoreError("the decision's digest does not match the action's: not the same action")
+    if new_state == "approved":
+        if policy_verdict == "deny":
+            raise StoreError("policy denies this action; it cannot be approved")
+        if isinstance(expires_at, int) and ts_ms > expires_at:
+            raise InvalidTransition(f"approval window for {decision.action_id} closed at {expires_at}")
+    tx.conn.execute(
+        "INSERT INTO decisions (decision_id, action_id, verdict, operator, reason, digest,"
+        " decided_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            decision.decision_id,
+            decision.action_id,
+            decision.verdict,
+            decision.operator,
+            decision.reason,
+            decision.digest,
+            decision.decided_at,
+        ),
+    )
+    tx.conn.execute(
+        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
+        (new_state, ts_ms, decision.action_id),
+    )
+    tx.audit(
+        f"action.{new_state}",
+        actor=decision.operator,
+        ts_ms=ts_ms,
+        session_id=str(session_id),
+        action_id=decision.action_id,
+        data={
+            "decision_id": decision.decision_id,
+            "operator": decision.operator,
+            "reason": decision.reason,
+            "digest": decision.digest,
+            "from": "pending",
+        },
+    )
+    return decision
+
+
+def action_state(
+    tx: Tx,
+    action_id: str,
+    new_state: str,
+    *,
+    actor: str,
+    ts_ms: int,
+    data: Mapping[str, object] | None,
+) -> None:
+    allowed_from = TRANSITIONS.get(new_state)
+    if allowed_from is None:
+        raise InvalidTransition(f"{new_state!r} is not a state this operation can set")
+    row = tx.one("SELECT session_id, state FROM actions WHERE action_id = ?", (action_id,))
+    if row is None:
+        raise NotFound(f"no action {action_id}")
+    session_id, old = row
+    if old not in allowed_from:
+        raise InvalidTransition(f"action {action_id} is {old}; it cannot become {new_state}")
+    tx.conn.execute(
+        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
+        (new_state, ts_ms, action_id),
+    )
+    tx.audit(
+        f"action.{new_state}",
+        actor=actor,
+        ts_ms=ts_ms,
+        session_id=str(session_id),
+        action_id=action_id,
+        data={**(data or {}), "from": old},
+    )
+
+
+def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
+    if tx.one("SELECT 1 FROM outcomes WHERE action_id = ?", (outcome.action_id,)) is not None:
+        raise InvalidTransition(f"the outcome of {outcome.action_id} was already reported")
+    row = tx.one("SELECT session_id, state FROM actions WHERE action_id = ?", (outcome.action_id,))
+    if row is None:
+        raise NotFound(f"no action {outcome.action_id}")
+    session_id, old = row
+    if old not in FINISHABLE:
+        raise InvalidTransition(f"action {outcome.action_id} is {old}; it cannot have {outcome.status}")
+    tx.conn.execute(
+        "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest,"
+        " output_tail, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            outcome.action_id,
+            outcome.status,
+            outcome.exit_code,
+            outcome.duration_ms,
+            outcome.output_digest,
+            outcome.output_tail,
+            outcome.reported_at,
+        ),
+    )
+    tx.conn.execute(
+        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
+        (outcome.status, ts_ms, outcome.action_id),
+    )
+    tx.audit(
+        f"action.{outcome.status}",
+        actor=actor,
+        ts_ms=ts_ms,
+        session_id=str(session_id),
+        action_id=outcome.action_id,
+        data={
+            "exit_code": outcome.exit_code,
+            "duration_ms": outcome.duration_ms,
+            "output_digest": outcome.output_digest,
+            "output_tail": outcome.output_tail,
+            "from": old,
+        },
+    )
+
+
+def env_frozen(tx: Tx, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
+    tx.conn.execute(
+        "INSERT INTO env_state (env, frozen, updated_by, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (env) DO UPDATE SET frozen = excluded.frozen,"
+        " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        (env, int(frozen), actor, ts_ms),
+    )
+    tx.audit("env.frozen" if frozen else "env.unfrozen", actor=actor, ts_ms=ts_ms, data={"env": env})
+
+
+def policy_saved(tx: Tx, env: str, doc: dict[str, object], *, actor: str, ts_ms: int) -> int:
+    r = tx.one("SELECT COALESCE(MAX(version), 0) FROM policies WHERE env = ?", (env,))
+    version = int(r[0] if r else 0) + 1
+    tx.conn.execute(
+        "INSERT INTO policies (env, version, doc, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+        (env, version, to_json(doc), actor, ts_ms),
+    )
+    tx.audit(
+        "policy.applied",
+        actor=actor,
+        ts_ms=ts_ms,
+        data={"env": env, "version": version, "doc": doc},
+    )
+    return version
+
+
+def token_added(tx: Tx, row: TokenRow, *, actor: str, ts_ms: int) -> None:
+    tx.conn.execute(
+        "INSERT INTO tokens (token_id, name, role, envs, hash, created_at, revoked_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.token_id,
+            row.name,
+            row.role,
+            to_json(list(row.envs)),
+            row.hash,
+            row.created_at,
+            row.revoked_at,
+        ),
+    )
+    tx.audit(
+        "token.created",
+        actor=actor,
+        ts_ms=ts_ms,
+        data={
+            "token_id": row.token_id,
+            "name": row.name,
+            "role": row.role,
+            "envs": list(row.envs),
+            "hash": row.hash,
+        },
+    )
+
+
+def token_revoked(tx: Tx, token_id: str, *, actor: str, ts_ms: int) -> None:
+    row = tx.one("SELECT name, role, revoked_at FROM tokens WHERE token_id = ?", (token_id,))
+    if row is None:
+        raise NotFound(f"no token {token_id}")
+    name, role, revoked_at = row
+    if revoked_at is not None:
+        return  # already revoked: nothing changes, nothing to record
+    tx.conn.execute("UPDATE tokens SET revoked_at = ? WHERE token_id = ?", (ts_ms, token_id))
+    tx.audit(
+        "token.revoked",
+        actor=actor,
+        ts_ms=ts_ms,
+        data={"token_id": token_id, "name": name, "role": role},
+    )

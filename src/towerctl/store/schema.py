@@ -1,0 +1,174 @@
+"""Schema migrations, applied in order and counted in ``PRAGMA user_version``.
+
+Append a script to ``MIGRATIONS`` to change the schema; never edit one that has
+shipped. Each script runs in one transaction together with the bump of
+``user_version``, so a crash mid-migration leaves the previous version intact,
+and two processes opening the same file at once migrate it only once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+_V1: Final = """
+CREATE TABLE tokens (
+    token_id   TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('agent', 'viewer', 'approver', 'admin')),
+    envs       TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY,
+    agent      TEXT NOT NULL,
+    env        TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER,
+    status     TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    ended_at   INTEGER
+) STRICT;
+CREATE INDEX sessions_by_status ON sessions (status);
+
+CREATE TABLE actions (
+    action_id      TEXT PRIMARY KEY,
+    session_id     TEXT NOT NULL REFERENCES sessions (session_id),
+    kind           TEXT NOT NULL,
+    command        TEXT NOT NULL,
+    target         TEXT,
+    digest         TEXT NOT NULL,
+    risk           TEXT NOT NULL CHECK (risk IN ('read', 'write', 'destructive')),
+    reasons        TEXT NOT NULL,
+    policy_verdict TEXT NOT NULL CHECK (policy_verdict IN ('allow', 'ask', 'deny')),
+    rule           TEXT,
+    state          TEXT NOT NULL CHECK (state IN ('allowed', 'denied', 'pending', 'approved',
+                       'expired', 'running', 'succeeded', 'failed', 'cancelled')),
+    body           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    expires_at     INTEGER
+) STRICT;
+CREATE INDEX actions_by_state ON actions (state, created_at);
+CREATE INDEX actions_by_session ON actions (session_id, created_at);
+CREATE INDEX actions_by_created ON actions (created_at);
+
+CREATE TABLE decisions (
+    decision_id TEXT PRIMARY KEY,
+    action_id   TEXT NOT NULL UNIQUE REFERENCES actions (action_id),
+    verdict     TEXT NOT NULL CHECK (verdict IN ('approved', 'denied', 'expired')),
+    operator    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    decided_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE outcomes (
+    action_id     TEXT PRIMARY KEY REFERENCES actions (action_id),
+    status        TEXT NOT NULL CHECK (status IN ('succeeded', 'failed')),
+    exit_code     INTEGER,
+    duration_ms   INTEGER NOT NULL,
+    output_digest TEXT,
+    output_tail   TEXT NOT NULL,
+    reported_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE policies (
+    env        TEXT NOT NULL,
+    version    INTEGER NOT NULL CHECK (version > 0),
+    doc        TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (env, version)
+) STRICT;
+
+CREATE TABLE env_state (
+    env        TEXT PRIMARY KEY,
+    frozen     INTEGER NOT NULL CHECK (frozen IN (0, 1)),
+    updated_by TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+
+-- No foreign keys on the audit log: it also records rejected messages that
+-- name unknown sessions and actions, and it must outlive anything it names.
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY CHECK (seq > 0),
+    ts_ms      INTEGER NOT NULL,
+    event      TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    session_id TEXT,
+    action_id  TEXT,
+    body       TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_action ON audit (action_id, seq) WHERE action_id IS NOT NULL;
+CREATE INDEX audit_by_session ON audit (session_id, seq) WHERE session_id IS NOT NULL;
+
+CREATE TABLE checkpoints (
+    seq       INTEGER PRIMARY KEY CHECK (seq > 0),
+    hash      TEXT NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature TEXT NOT NULL
+) STRICT;
+
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+
+
+class SchemaError(Exception):
+    """The database was written by a newer towerctl, or a migration failed."""
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (``executescript`` would commit the
+    surrounding transaction, and the migration must stay atomic)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise SchemaError(f"incomplete statement in migration: {buf.strip()[:80]}")
+    return out
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version now in force.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    target = len(MIGRATIONS)
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = user_version(conn)
+            if current > target:
+                raise SchemaError(
+                    f"database schema version {current} is newer than this towerctl "
+                    f"({target}); upgrade towerctl"
+                )
+            if current == target:
+                conn.execute("COMMIT")
+                return current
+            for statement in _statements(MIGRATIONS[current]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

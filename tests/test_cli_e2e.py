@@ -1,0 +1,172 @@
+"""The README's flow, as a user runs it: real `towerctl` processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent_shim.protocol import ActionEvent
+from towerctl.operator import OperatorClient
+
+from .conftest import next_event
+
+TOWERCTL = [sys.executable, "-m", "towerctl.cli"]
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    env["TOWER_HOME"] = str(home)
+    return env
+
+
+async def towerctl(home: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *TOWERCTL,
+        *args,
+        env=cli_env(home),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class Served:
+    def __init__(self, home: Path, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.home, self.proc, self.url = home, proc, url
+
+    @property
+    def admin_token(self) -> str:
+        return (self.home / "tokens" / "admin.token").read_text().strip()
+
+    def operator(self) -> OperatorClient:
+        return OperatorClient(self.url, self.admin_token)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    home = tmp_path / "home"
+    proc = await asyncio.create_subprocess_exec(
+        *TOWERCTL,
+        "serve",
+        "--port",
+        "0",
+        env=cli_env(home),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    url = ""
+    while not url:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, "serve exited early"
+        if "listening on" in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+    try:
+        yield Served(home, proc, url)
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_exec_waits_then_approve_runs_it(served: Served, tmp_path: Path) -> None:
+    victim = tmp_path / "srv-data"
+    victim.mkdir()
+    async with served.operator() as op:
+        exec_task = asyncio.create_task(
+            towerctl(served.home, "exec", "--env", "prod", "--", "rm", "-rf", str(victim))
+        )
+        ev = await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "pending", 30)
+        code, out, err = await towerctl(served.home, "pending", "--json")
+        assert code == 0, err
+        listed = json.loads(out)
+        assert [p["id"] for p in listed] == [ev.action.action.action_id]
+        assert listed[0]["risk"] == "destructive" and listed[0]["reasons"]
+        assert victim.exists()
+        code, out, err = await towerctl(served.home, "approve", listed[0]["id"][:10])
+        assert code == 0, err
+        code, out, err = await asyncio.wait_for(exec_task, 30)
+        assert code == 0, err
+        assert not victim.exists()
+        await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "succeeded", 30)
+    code, out, err = await towerctl(served.home, "audit", "verify")
+    assert code == 0, err
+    assert "intact" in out
+
+
+async def test_exec_denied_exits_126_with_reason(served: Served, tmp_path: Path) -> None:
+    victim = tmp_path / "keep"
+    victim.mkdir()
+    async with served.operator() as op:
+        exec_task = asyncio.create_task(
+            towerctl(served.home, "exec", "--env", "prod", "--", "rm", "-rf", str(victim))
+        )
+        ev = await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "pending", 30)
+        code, _, err = await towerctl(
+            served.home, "deny", ev.action.action.action_id, "--reason", "not during the freeze"
+        )
+        assert code == 0, err
+        code, _, err = await asyncio.wait_for(exec_task, 30)
+    assert code == 126
+    assert "not during the freeze" in err
+    assert victim.exists()
+
+
+async def test_exec_passes_exit_code_and_tamper_is_detected(served: Served) -> None:
+    code, _, _ = await towerctl(served.home, "exec", "--env", "dev", "--", "sh", "-c", "exit 3")
+    assert code == 3
+    code, out, err = await towerctl(served.home, "audit", "verify", "--json")
+    assert json.loads(out)["ok"] is True
+    assert code == 0, err
+    db = served.home / "tower.db"
+    con = sqlite3.connect(db)
+    try:
+        seq, body = con.execute(
+            "SELECT seq, body FROM audit WHERE event = 'action.proposed' LIMIT 1"
+        ).fetchone()
+        con.execute("UPDATE audit SET body = ? WHERE seq = ?", (body.replace("exit 3", "exit 0"), seq))
+        con.commit()
+    finally:
+        con.close()
+    code, _, err = await towerctl(served.home, "audit", "verify")
+    assert code != 0
+    assert f"record {seq}" in err
+
+
+async def test_policy_check_and_jsonl(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    code, out, _ = await towerctl(
+        home, "policy", "check", "--env", "prod", "--kind", "shell", "--", "terraform destroy"
+    )
+    assert code == 0
+    assert "verdict: deny" in out
+    lines = (
+        b'{"env":"prod","kind":"shell","command":"ls -la"}\n'
+        b'{"env":"dev","kind":"sql","command":"DROP TABLE users"}\n'
+        b"not json\n"
+    )
+    code, out, _ = await towerctl(home, "policy", "check", "--jsonl", stdin=lines)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["verdict"] == "allow" and rows[0]["risk"] == "read"
+    assert rows[1]["risk"] == "destructive" and rows[1]["reasons"]
+    assert "error" in rows[2]
+    assert code == 1
+
+
+async def test_every_command_has_help(tmp_path: Path) -> None:
+    from towerctl.cli import COMMANDS
+
+    for name in COMMANDS:
+        code, out, err = await towerctl(tmp_path, name, "--help")
+        assert code == 0, (name, err)
+        assert "Usage:" in out
