@@ -6,10 +6,9 @@ import asyncio
 import sqlite3
 
 from agent_shim import Action, Shim, SyncShim, new_action_id
-from agent_shim.protocol import ActionEvent
 from towerctl.audit.verify import verify_database
 
-from .conftest import Tower, next_event, wait_for
+from .conftest import Tower, wait_for
 
 
 async def restart(tower: Tower) -> None:
@@ -48,7 +47,7 @@ async def test_pending_action_survives_a_hub_restart(tower: Tower) -> None:
         action = Action(action_id=new_action_id(), kind="shell", command="kubectl delete pod web-0")
         task = asyncio.create_task(shim.admit(action))
         async with tower.operator() as op:
-            await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "pending")
+            await wait_for(lambda: action.action_id in op.pending)  # from the snapshot or an event
         await restart(tower)
         async with tower.operator() as op:
             assert action.action_id in op.pending  # offered again after the restart

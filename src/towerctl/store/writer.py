@@ -10,8 +10,10 @@ operation rolls back to its savepoint and only its caller sees the error; a
 failing BEGIN or COMMIT (disk full, lock held past the busy timeout) fails
 every caller in the batch. Futures are resolved only after COMMIT returns.
 
-The chain head lives here, in memory, and is touched only by the writer thread:
-records get their seq and prev_hash in commit order without a read per write.
+The chain head is read under the write lock at the start of each batch and then
+kept in memory by the writer thread: records get their seq and prev_hash in
+commit order, other processes may append between batches, and there is no read
+per write.
 """
 
 from __future__ import annotations
@@ -270,9 +272,12 @@ class Writer:
         conn.execute("BEGIN IMMEDIATE")
         results: list[tuple[bool, object]] = []
         try:
-            if self._stale:
-                tx.load_head()  # a failed COMMIT leaves the head uncertain: trust the file
-                self._stale = False
+            # Re-read the head under the write lock every batch: another process
+            # (`towerctl token create`, `policy apply --db`) may have appended
+            # since, and a failed COMMIT leaves our copy uncertain. Two indexed
+            # reads per batch, not per write.
+            tx.load_head()
+            self._stale = False
             for op in ops:
                 head, last_cp = tx.head, tx.last_checkpoint_seq
                 conn.execute("SAVEPOINT op")
