@@ -20,7 +20,10 @@ def agent_token(s: Served) -> str:
 
 
 async def test_sessions_pause_resume_kill_from_the_cli(served: Served) -> None:
-    async with served.operator() as op, Shim(served.url, agent_token(served), agent="cli-a", env="dev") as shim:
+    async with (
+        served.operator() as op,
+        Shim(served.url, agent_token(served), agent="cli-a", env="dev") as shim,
+    ):
         await wait_for(lambda: shim.session_id in op.sessions)
         code, out, err = await towerctl(served.home, "sessions", "--json")
         assert code == 0, err
@@ -70,7 +73,9 @@ async def test_policy_apply_is_pushed_and_shown(served: Served, tmp_path: Path) 
         assert "dev: version 1" in out
         await wait_for(lambda: shim.policy.destructive == "deny")
         try:
-            await shim.admit(Action(action_id=new_action_id(), kind="shell", command="curl https://example.com"))
+            await shim.admit(
+                Action(action_id=new_action_id(), kind="shell", command="curl https://example.com")
+            )
         except ActionDenied as exc:
             assert exc.reason == "no network from dev agents"
         else:
@@ -86,7 +91,9 @@ async def test_policy_apply_is_pushed_and_shown(served: Served, tmp_path: Path) 
 
 async def test_tokens_and_audit_commands(served: Served) -> None:
     db = str(served.home / "tower.db")
-    code, out, err = await towerctl(served.home, "token", "create", "--role", "viewer", "--name", "dash", "--db", db)
+    code, out, err = await towerctl(
+        served.home, "token", "create", "--role", "viewer", "--name", "dash", "--db", db
+    )
     assert code == 0, err
     viewer = out.strip()
     assert viewer.startswith("twr_")

@@ -232,18 +232,25 @@ class HubService:
         return sess
 
     async def agent_gone(self, sess: LiveSession, conn: ServerConnection) -> None:
+        """The agent's connection closed: a clean close ends the session, anything else
+        leaves it ``disconnected`` so that it can resume (with its pending actions)."""
         if sess.conn is not conn:
             return  # already replaced by a newer connection
         sess.conn = None
         sess.last_seen = now_ms()
+        graceful = conn.close_code == 1000 and not sess.pending
         if sess.status in ("active", "paused"):
+            status = "ended" if graceful else "disconnected"
             await self.store.session_status(
                 sess.session_id,
-                "disconnected",
+                status,
                 actor=f"agent:{sess.agent}",
-                reason="connection closed",
+                reason="agent closed the session" if graceful else "connection lost",
                 ts_ms=sess.last_seen,
             )
+            if graceful:
+                sess.status = "ended"
+                self.reg.sessions.pop(sess.session_id, None)
         self._announce_session(sess)
 
     async def propose(self, sess: LiveSession, msg: Propose) -> None:

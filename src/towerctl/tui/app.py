@@ -1,0 +1,334 @@
+"""TowerApp: the operator console, an operator client of the hub like any other.
+
+One async worker owns the hub connection (reconnecting with backoff) and only
+appends events to an inbox; a 20 Hz timer folds the inbox into the state and
+pushes one :class:`StateUpdated` per batch to the views, which update their
+tables by key. So a burst of a thousand events costs one repaint, and the
+event loop stays free for keys: a decision is sent the moment ``y`` is
+pressed, from a worker, without waiting for anything else.
+
+For tests and screenshots the app also runs from a fixed
+:class:`~agent_shim.protocol.Snapshot` with a fixed clock and no hub.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar, Final
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
+from textual.timer import Timer
+
+from agent_shim.protocol import PROTOCOL_VERSION, HubToOperator, OperatorWelcome, Snapshot
+from towerctl.operator import OperatorError
+from towerctl.tui.audit_reader import read_audit
+from towerctl.tui.commands import TowerCommands
+from towerctl.tui.hub_link import ClientFactory, HubLink, default_client_factory
+from towerctl.tui.messages import (
+    ActionDecided,
+    ApprovalOpened,
+    Decision,
+    FreezeOp,
+    HubRequested,
+    PolicyOp,
+    Request,
+    RequestFinished,
+    SessionOp,
+    StateUpdated,
+)
+from towerctl.tui.render import Clock, Palette, SystemClock, agent_text, is_production
+from towerctl.tui.screens.approval import ApprovalScreen
+from towerctl.tui.screens.audit import AuditScreen
+from towerctl.tui.screens.base import TowerScreen
+from towerctl.tui.screens.fleet import FleetScreen
+from towerctl.tui.screens.help import HelpScreen
+from towerctl.tui.screens.policy import PolicyScreen
+from towerctl.tui.state import Delta, LinkStatus, TowerState
+from towerctl.tui.themes import SHIPPED_THEMES, ThemeError, choose_theme, load_themes
+
+FLUSH_INTERVAL_S: Final = 1 / 20
+#: The audit log is re-read (and its whole chain re-verified) at most this often.
+AUDIT_MIN_INTERVAL_S: Final = 2.0
+_VIEWS = Binding.Group("Views", compact=True)
+_ALERT_SEVERITY: Final[dict[str, SeverityLevel]] = {
+    "info": "information",
+    "warning": "warning",
+    "critical": "error",
+}
+
+
+class TowerApp(App[int]):
+    """The console. ``url``/``token`` name the hub; everything else is for embedding and tests."""
+
+    CSS_PATH = "tower.tcss"
+    TITLE = "towerctl"
+    MODES: ClassVar = {
+        "fleet": FleetScreen,
+        "policy": PolicyScreen,
+        "audit": AuditScreen,
+        "help": HelpScreen,
+    }
+    DEFAULT_MODE = "fleet"
+    COMMANDS = App.COMMANDS | {TowerCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_view('fleet')", "Fleet", group=_VIEWS, tooltip="Sessions, queue and feed"),
+        Binding("2", "switch_view('policy')", "Policy", group=_VIEWS, tooltip="Policies per environment"),
+        Binding("3", "switch_view('audit')", "Audit", group=_VIEWS, tooltip="Actions, decisions, audit log"),
+        Binding("4", "switch_view('help')", "Help", show=False, tooltip="Every key"),
+        Binding("question_mark", "switch_view('help')", "Help", tooltip="Every key"),
+        # Not in the footer (80 columns are precious); in help and the palette.
+        Binding("t", "cycle_theme", "Theme", show=False, tooltip="Next theme: tower-dark, -light, -contrast"),
+        Binding("q", "quit", "Quit", tooltip="Leave the console (agents keep running)"),
+    ]
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        theme: str | None = None,
+        operator_client_factory: ClientFactory | None = None,
+        initial_snapshot: Snapshot | None = None,
+        operator: tuple[str, str] = ("", "viewer"),
+        clock: Clock | None = None,
+        db_path: Path | None = None,
+        key_path: Path | None = None,
+    ) -> None:
+        """``initial_snapshot`` runs the app offline from that state, as ``operator`` (name, role)."""
+        super().__init__()
+        self.url = url
+        self._token = token
+        self.clock: Clock = clock or SystemClock()
+        self.db_path = db_path
+        self.key_path = key_path
+        self.state = TowerState()
+        self._inbox: list[HubToOperator] = []
+        self._offline = initial_snapshot is not None
+        self._audit_timer: Timer | None = None
+        self._audit_last = -AUDIT_MIN_INTERVAL_S
+        self._link = HubLink(
+            url,
+            token,
+            factory=operator_client_factory or default_client_factory,
+            on_message=self.receive,
+            on_status=self._link_status,
+        )
+        themes, self.theme_errors = load_themes()
+        for item in themes.values():
+            self.register_theme(item)
+        self._start_theme = choose_theme(theme, self.available_themes)
+        # Set before the first screen exists: a theme change later re-parses all CSS.
+        self.theme = self._start_theme
+        self.palette = Palette(self.available_themes[self._start_theme].to_color_system().generate())
+        self.state.link.url = url
+        if initial_snapshot is not None:
+            name, role = operator
+            welcome = {"protocol": PROTOCOL_VERSION, "operator": name or "offline", "role": role}
+            self.state.apply(OperatorWelcome.model_validate(welcome), self.clock.now_ms())
+            self.state.apply(initial_snapshot, self.clock.now_ms())
+            self.state.set_link("offline", detail="snapshot, not connected")
+            self.state.take_delta()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        for error in self.theme_errors:
+            self.notify(error, title="theme file ignored", severity="warning", markup=False, timeout=10)
+        self.set_interval(FLUSH_INTERVAL_S, self.flush, name="flush")
+        if not self._offline:
+            self._run_link()
+        if self.db_path is not None:
+            self.request_audit_refresh()
+
+    @work(exclusive=True, group="hub", exit_on_error=False)
+    async def _run_link(self) -> None:
+        await self._link.run()
+
+    def _link_status(self, status: LinkStatus, detail: str) -> None:
+        was = self.state.link.status
+        self.state.set_link(status, self.url, detail)
+        if was == "connected" and status != "connected":
+            self.notify("Lost the hub; reconnecting. What you see may be stale.", severity="error")
+        elif status == "connected" and was == "reconnecting":
+            self.notify("Reconnected to the hub.", timeout=3)
+        elif status == "refused":
+            self.notify(detail, title="the hub refused this token", severity="error", markup=False)
+
+    def hub_now_ms(self) -> int:
+        """Now on the hub's clock, which is what expiry times are measured in."""
+        return self.clock.now_ms() + self.state.hub_offset_ms
+
+    # ------------------------------------------------------------ state flow
+
+    def receive(self, msg: HubToOperator) -> None:
+        """Queue one hub event; it is applied with the rest of its batch at the next flush."""
+        self._inbox.append(msg)
+
+    def flush(self) -> None:
+        """Fold queued hub events into the state and push one update to the views."""
+        if self._inbox:
+            batch = self._inbox[:]
+            self._inbox.clear()
+            now = self.clock.now_ms()
+            for msg in batch:
+                self.state.apply(msg, now)
+        delta = self.state.take_delta()
+        if not delta:
+            return
+        generation = self.state.generation
+        for screen in self.screen_stack:
+            if isinstance(screen, TowerScreen):
+                screen.post_message(StateUpdated(delta, generation))
+            if isinstance(screen, ApprovalScreen) and screen.action_id in delta.pending_removed:
+                info = self.state.actions.get(screen.action_id)
+                if info is not None:
+                    screen.post_message(ActionDecided(info))
+        self._announce(delta)
+
+    def _announce(self, delta: Delta) -> None:
+        """Bell and toast for new approvals; toasts for hub alerts."""
+        fresh = [self.state.pending[a] for a in delta.pending_added if a in self.state.pending]
+        if fresh:
+            self.bell()
+            if len(fresh) == 1:
+                info = fresh[0]
+                where = f"▲PROD {info.env}" if is_production(info.env) else info.env
+                text = f"{agent_text(info.agent, limit=30).plain} ({where}): "
+                text += agent_text(info.action.command, limit=80).plain
+                self.notify(text, title=f"approval needed · {info.risk}", severity="warning", markup=False)
+            else:
+                self.notify(f"{len(fresh)} new approvals waiting", title="approvals", severity="warning")
+        for alert in delta.alerts:
+            severity: SeverityLevel = _ALERT_SEVERITY[alert.level]
+            message = agent_text(alert.message, limit=200).plain
+            self.notify(message, title="hub alert", severity=severity, markup=False)
+
+    def _theme_changed(self, _theme: object) -> None:
+        self.palette = Palette(self.get_css_variables())
+        # Colours live in the cells' Text objects, so every view re-renders once.
+        self.state.mark_full()
+        self.flush()
+
+    def syntax_theme(self) -> str:
+        return "ansi_dark" if self.current_theme.dark else "ansi_light"
+
+    # ------------------------------------------------------------ requests
+
+    @on(HubRequested)
+    def _hub_requested(self, event: HubRequested) -> None:
+        event.stop()
+        self.run_worker(self._send(event.request), group="requests", exit_on_error=False)
+
+    async def _send(self, request: Request) -> None:
+        client = self._link.client
+        ok, message = False, ""
+        try:
+            if self._offline:
+                raise OperatorError("offline: this console shows a snapshot, not a live hub")
+            if client is None or not self._link.connected:
+                raise OperatorError("not connected to the hub")
+            if isinstance(request, Decision):
+                await client.decide(request.action_id, request.approve, request.reason, digest=request.digest)
+            elif isinstance(request, SessionOp):
+                await client.control(request.session_id, request.op, request.reason)
+            elif isinstance(request, FreezeOp):
+                await client.freeze(request.env, request.frozen, request.reason)
+            elif isinstance(request, PolicyOp):
+                await client.set_policy(request.env, request.policy)
+            ok = True
+        except OperatorError as exc:
+            message = str(exc)
+        except (TimeoutError, OSError) as exc:
+            message = f"connection problem: {exc}"
+        if request.origin is not None:
+            request.origin.post_message(RequestFinished(request, ok, message))
+        what = self._describe(request)
+        if ok and isinstance(request, SessionOp | FreezeOp):
+            self.notify(f"{what}: done", timeout=3, markup=False)
+        if not ok:
+            self.notify(f"{what} failed: {message}", severity="error", markup=False)
+
+    def _describe(self, request: Request) -> str:
+        """The request in the operator's terms: agent names rather than session ids."""
+        if isinstance(request, SessionOp):
+            session = self.state.sessions.get(request.session_id)
+            if session is not None:
+                agent = agent_text(session.agent, limit=40).plain
+                return f"{request.op} {agent} ({session.env}, {request.session_id})"
+        return request.describe()
+
+    @on(ApprovalOpened)
+    def _open_approval(self, event: ApprovalOpened) -> None:
+        event.stop()
+        if self.current_mode != "fleet":
+            self.switch_mode("fleet")
+        if isinstance(self.screen, ApprovalScreen):
+            self.screen.dismiss()
+        self.push_screen(ApprovalScreen(event.action_id))
+
+    # ------------------------------------------------------------ audit log
+
+    def request_audit_refresh(self) -> None:
+        """Re-read and re-verify the audit log soon, at most every AUDIT_MIN_INTERVAL_S."""
+        if self.db_path is None or self._audit_timer is not None:
+            return
+        wait = self._audit_last + AUDIT_MIN_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._start_audit_read()
+        else:
+            self._audit_timer = self.set_timer(wait, self._start_audit_read)
+
+    def _start_audit_read(self) -> None:
+        self._audit_timer = None
+        self._audit_last = time.monotonic()
+        if self.db_path is not None:
+            self._read_audit(self.db_path, self.key_path)
+
+    @work(thread=True, exclusive=True, group="audit", exit_on_error=False)
+    def _read_audit(self, db_path: Path, key_path: Path | None) -> None:
+        ok, line, short, records = read_audit(db_path, key_path)
+        self.call_from_thread(self.state.set_audit, ok, line, short, records)
+
+    # ------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Views and themes do not change under an open question (confirm, reason).
+        return not (action in ("switch_view", "cycle_theme") and isinstance(self.screen, ModalScreen))
+
+    def action_switch_view(self, view: str) -> None:
+        if self.current_mode != view:
+            self.switch_mode(view)
+
+    def action_cycle_theme(self) -> None:
+        names = [t for t in SHIPPED_THEMES if t in self.available_themes]
+        if not names:
+            return
+        nxt = names[(names.index(self.theme) + 1) % len(names)] if self.theme in names else names[0]
+        self.action_set_theme(nxt)
+
+    def action_set_theme(self, name: str) -> None:
+        self.theme = name
+        self.notify(f"Theme: {name}", timeout=2)
+
+
+def run_tui(
+    url: str,
+    token: str,
+    theme: str | None = None,
+    *,
+    db_path: Path | None = None,
+    key_path: Path | None = None,
+) -> int:
+    """Run the console until the operator quits; the exit status for the CLI."""
+    try:
+        app = TowerApp(url, token, theme=theme, db_path=db_path, key_path=key_path)
+    except ThemeError as exc:
+        raise SystemExit(f"towerctl: {exc}") from None
+    result = app.run()
+    return 0 if result is None else int(result)

@@ -1,0 +1,306 @@
+"""The console's copy of the hub's state, fed by hub events, read by every view.
+
+Events arrive far faster than a terminal can repaint (a busy fleet sends
+hundreds a second), so the app does not touch widgets per event: it applies a
+batch of events here and then hands each view a :class:`Delta` naming what
+changed, and views update only those rows and cells. The state is plain data
+with no Textual in it, which is what lets the app run from a static
+:class:`~agent_shim.protocol.Snapshot` (tests, screenshots) exactly as from a
+live hub.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from agent_shim.protocol import (
+    ActionEvent,
+    ActionInfo,
+    Alert,
+    FreezeEvent,
+    HubToOperator,
+    OperatorsEvent,
+    OperatorWelcome,
+    PolicyEvent,
+    PolicyInfo,
+    SessionEvent,
+    SessionInfo,
+    Snapshot,
+)
+
+#: Finished actions kept for the feeds and the audit view; pending ones are always kept.
+MAX_ACTIONS: Final = 5000
+FEED_LENGTH: Final = 300
+
+LinkStatus = Literal["connecting", "connected", "reconnecting", "refused", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One line of a session's live feed; ``seq`` orders entries across sessions."""
+
+    seq: int
+    ts_ms: int
+    session_id: str
+    kind: Literal["action", "session", "alert"]
+    state: str
+    action_id: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the hub's audit log, as read from its database file."""
+
+    seq: int
+    ts_ms: int
+    event: str
+    actor: str
+    session_id: str
+    action_id: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one batch of events changed; views update only this."""
+
+    full: bool = False
+    sessions: set[str] = field(default_factory=set)
+    removed_sessions: set[str] = field(default_factory=set)
+    actions: set[str] = field(default_factory=set)
+    removed_actions: set[str] = field(default_factory=set)
+    pending_added: list[str] = field(default_factory=list)
+    pending_removed: set[str] = field(default_factory=set)
+    feed_sessions: set[str] = field(default_factory=set)
+    policies: set[str] = field(default_factory=set)
+    frozen: bool = False
+    operators: bool = False
+    link: bool = False
+    identity: bool = False
+    audit: bool = False
+    alerts: list[Alert] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.full
+            or self.sessions
+            or self.removed_sessions
+            or self.actions
+            or self.removed_actions
+            or self.pending_added
+            or self.pending_removed
+            or self.feed_sessions
+            or self.policies
+            or self.frozen
+            or self.operators
+            or self.link
+            or self.identity
+            or self.audit
+            or self.alerts
+        )
+
+
+@dataclass(slots=True)
+class Link:
+    """The hub connection as the header shows it."""
+
+    status: LinkStatus = "connecting"
+    url: str = ""
+    detail: str = ""
+
+
+class TowerState:
+    """Sessions, actions, policies and who is online, as last reported by the hub."""
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self.name = ""
+        self.role = ""
+        self.sessions: dict[str, SessionInfo] = {}
+        self.pending: dict[str, ActionInfo] = {}
+        self.actions: OrderedDict[str, ActionInfo] = OrderedDict()
+        self.policies: dict[str, PolicyInfo] = {}
+        self.frozen: set[str] = set()
+        self.operators: tuple[str, ...] = ()
+        self.feeds: dict[str, deque[FeedEntry]] = {}
+        self.link = Link()
+        #: hub clock minus local clock, so countdowns agree with the hub's expiry.
+        self.hub_offset_ms = 0
+        #: The audit chain's status line, when the console can know it (see AuditStatus).
+        self.audit_status = ""
+        #: The same in a few words, for the header.
+        self.audit_short = ""
+        self.audit_ok: bool | None = None
+        self.audit_records: list[AuditRecord] = []
+        self.generation = 0
+        self._local_now = now_ms
+        self._seq = itertools.count(1)
+        self._delta = Delta()
+
+    # ----------------------------------------------------------- reading
+
+    def others_online(self) -> list[str]:
+        """Operators online other than me (the hub lists each connection's operator)."""
+        seen = [o for o in self.operators if o != self.name]
+        return sorted(set(seen))
+
+    def pending_oldest_first(self) -> list[ActionInfo]:
+        return sorted(self.pending.values(), key=lambda a: (a.created_at, a.action.action_id))
+
+    def session_pending(self, session_id: str) -> int:
+        return sum(1 for a in self.pending.values() if a.session_id == session_id)
+
+    def env_policy(self, env: str) -> PolicyInfo | None:
+        return self.policies.get(env)
+
+    def can_decide(self) -> bool:
+        return self.role in ("approver", "admin")
+
+    # ----------------------------------------------------------- writing
+
+    def set_link(self, status: LinkStatus, url: str = "", detail: str = "") -> None:
+        self.link = Link(status=status, url=url or self.link.url, detail=detail)
+        self._delta.link = True
+
+    def set_audit(
+        self, ok: bool | None, line: str, short: str, records: list[AuditRecord] | None = None
+    ) -> None:
+        self.audit_ok, self.audit_status, self.audit_short = ok, line, short
+        if records is not None:
+            self.audit_records = records
+        self._delta.audit = True
+
+    def mark_full(self) -> None:
+        """Make the next delta a full one (every view re-renders, e.g. for a new theme)."""
+        self._delta.full = True
+
+    def take_delta(self) -> Delta:
+        """What changed since the last call; the caller pushes it to the views."""
+        delta, self._delta = self._delta, Delta()
+        if delta:
+            self.generation += 1
+        return delta
+
+    def apply(self, msg: HubToOperator, now_ms: int) -> None:
+        """Fold one hub event into the state; ``now_ms`` is the local clock."""
+        self._local_now = now_ms
+        if isinstance(msg, Snapshot):
+            self._apply_snapshot(msg, now_ms)
+        elif isinstance(msg, SessionEvent):
+            self._apply_session(msg.session)
+        elif isinstance(msg, ActionEvent):
+            self._apply_action(msg.action, announce=True)
+        elif isinstance(msg, PolicyEvent):
+            self.policies[msg.env] = msg.info
+            self._delta.policies.add(msg.env)
+        elif isinstance(msg, FreezeEvent):
+            (self.frozen.add if msg.frozen else self.frozen.discard)(msg.env)
+            self._delta.frozen = True
+            self._delta.sessions.update(s.session_id for s in self.sessions.values() if s.env == msg.env)
+        elif isinstance(msg, OperatorsEvent):
+            self.operators = msg.operators
+            self._delta.operators = True
+        elif isinstance(msg, Alert):
+            self._delta.alerts.append(msg)
+            if msg.session_id is not None:
+                self._feed(msg.session_id, "alert", msg.level, note=msg.message)
+        elif isinstance(msg, OperatorWelcome):
+            self.name, self.role = msg.operator, msg.role
+            self._delta.identity = True
+
+    def _apply_snapshot(self, snap: Snapshot, now_ms: int) -> None:
+        old_sessions = set(self.sessions)
+        self.hub_offset_ms = snap.hub_time - now_ms
+        self.sessions = {s.session_id: s for s in snap.sessions}
+        self.policies = dict(snap.policies)
+        self.frozen = set(snap.frozen)
+        self.operators = snap.operators
+        self._delta.removed_actions |= set(self.actions)
+        self.pending = {}
+        self.actions = OrderedDict()
+        self.feeds = {}
+        # A snapshot replaces everything: nothing in it is "new" enough to ring the bell.
+        for info in sorted((*snap.recent, *snap.pending), key=lambda a: a.created_at):
+            self._apply_action(info, announce=False)
+        d = self._delta
+        d.full = True
+        d.removed_sessions |= old_sessions - set(self.sessions)
+        d.sessions |= set(self.sessions)
+        d.pending_added.clear()
+        d.policies |= set(self.policies)
+        d.frozen = d.operators = True
+
+    def _apply_session(self, info: SessionInfo) -> None:
+        old = self.sessions.get(info.session_id)
+        self.sessions[info.session_id] = info
+        self._delta.sessions.add(info.session_id)
+        if old is None:
+            self._feed(info.session_id, "session", "connected", note=f"{info.agent} on {info.host or '?'}")
+        elif old.status != info.status:
+            self._feed(info.session_id, "session", info.status)
+        elif old.connected != info.connected:
+            self._feed(info.session_id, "session", "connected" if info.connected else "disconnected")
+
+    def _apply_action(self, info: ActionInfo, *, announce: bool) -> None:
+        aid = info.action.action_id
+        old = self.actions.get(aid)
+        self.actions[aid] = info
+        self.actions.move_to_end(aid)
+        d = self._delta
+        d.actions.add(aid)
+        if info.state == "pending":
+            if aid not in self.pending:
+                self.pending[aid] = info
+                if announce:
+                    d.pending_added.append(aid)
+            else:
+                self.pending[aid] = info
+        elif aid in self.pending:
+            del self.pending[aid]
+            d.pending_removed.add(aid)
+        if old is None or old.state != info.state:
+            # Replayed history keeps its own time; live events are stamped on arrival.
+            when = None if announce else info.created_at
+            self._feed(info.session_id, "action", info.state, action_id=aid, ts_ms=when)
+        self._trim()
+
+    def _feed(
+        self,
+        session_id: str,
+        kind: Literal["action", "session", "alert"],
+        state: str,
+        *,
+        action_id: str = "",
+        note: str = "",
+        ts_ms: int | None = None,
+    ) -> None:
+        entry = FeedEntry(
+            seq=next(self._seq),
+            ts_ms=ts_ms if ts_ms is not None else self._local_now + self.hub_offset_ms,
+            session_id=session_id,
+            kind=kind,
+            state=state,
+            action_id=action_id,
+            note=note,
+        )
+        feed = self.feeds.get(session_id)
+        if feed is None:
+            feed = self.feeds[session_id] = deque(maxlen=FEED_LENGTH)
+        feed.append(entry)
+        self._delta.feed_sessions.add(session_id)
+
+    def _trim(self) -> None:
+        excess = len(self.actions) - MAX_ACTIONS
+        if excess <= 0:
+            return
+        for aid in list(itertools.islice(self.actions, excess * 2)):
+            if excess <= 0:
+                break
+            if aid not in self.pending:
+                del self.actions[aid]
+                self._delta.actions.discard(aid)
+                self._delta.removed_actions.add(aid)
+                excess -= 1

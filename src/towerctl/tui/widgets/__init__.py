@@ -1,0 +1,1 @@
+"""Widgets of the operator console, each owning one piece of the screen."""
