@@ -55,7 +55,7 @@ def judge(policy: EnvPolicy, env: str, action: Action) -> Ruling:
         action.command,
         assessment.risk,
         assessment.reasons,
-        getattr(assessment, "segments", ()),
+        assessment.segments,
     )
     return Ruling(action=action, digest=action.digest(), evaluation=ev, timeout_s=policy.approval_timeout_s)
 

@@ -38,6 +38,8 @@ def test_unknown_commands_are_never_read(name: str, args: list[str]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(name=SAFE_WORD)
 def test_unknown_tools_are_never_read_unless_named_like_readers(name: str) -> None:
+    if name in KNOWN_COMMANDS:  # a tool called "kubectl"/"git" is read as that CLI
+        return
     got = classify("tool", name)
     if got.risk == "read":
         assert any(r.startswith("tool ") and "only reads" in r for r in got.reasons)
@@ -160,3 +162,29 @@ def test_classify_is_fast() -> None:
     per_call = min(timeit.repeat(lambda: [_classify("shell", c, None) for c in commands],
                                  number=50, repeat=3)) / (50 * len(commands))
     assert per_call < 500e-6, f"{per_call * 1e6:.1f} µs per uncached classify"
+
+
+@pytest.mark.parametrize(
+    ("kind", "command", "segment"),
+    [
+        ("shell", "cd infra && sudo terraform destroy", "terraform destroy"),
+        ("shell", "ls $(rm -rf /)", "rm -rf /"),
+        ("shell", "bash -c 'kubectl delete ns prod' && echo ok", "kubectl delete ns prod"),
+        ("shell", "env A=1 timeout 5 nice -n 3 rm -rf /srv", "rm -rf /srv"),
+        ("shell", "ssh db1 'sudo systemctl stop postgresql'", "systemctl stop postgresql"),
+        ("shell", "find . | xargs -0 rm -f", "rm -f"),
+        ("k8s", "delete ns prod", "kubectl delete ns prod"),
+        ("cloud", "destroy -auto-approve", "terraform destroy -auto-approve"),
+        ("sql", "SELECT 1; /* hidden */ DROP DATABASE prod", "DROP DATABASE prod"),
+    ],
+)
+def test_segments_expose_inner_commands_for_policy(kind: Kind, command: str, segment: str) -> None:
+    got = classify(kind, command)
+    assert segment in got.segments, got.segments
+
+
+def test_segments_do_not_change_equality_or_repr() -> None:
+    got = classify("shell", "git status && ls")
+    assert got == Assessment(got.risk, got.reasons)
+    assert "segments" not in repr(got)
+    assert classify("http", "GET https://x").segments == ()

@@ -8,6 +8,11 @@ worst thing the command can do; where the classifier cannot see what will run
 that runs another program, content that is not shown) it assumes destructive;
 read-only means provably read-only.
 
+``Assessment.segments`` (outside equality and repr) carries the simple commands or
+SQL statements found inside the action, which ``agent_shim.gate`` hands to the
+policy evaluator so that glob rules see ``terraform destroy`` inside
+``cd infra && sudo terraform destroy``.
+
 Pure by construction: no I/O, no environment, no filesystem lookups, standard
 library only; results are cached in a bounded LRU because agents repeat
 themselves.
@@ -20,7 +25,8 @@ from typing import Final
 
 from agent_shim.risk.kinds import classify_file, classify_http, classify_tool
 from agent_shim.risk.model import Assessment, destructive, wordset
-from agent_shim.risk.shell import KNOWN_COMMANDS, classify_shell
+from agent_shim.risk.segments import shell_segments, sql_segments
+from agent_shim.risk.shell import KNOWN_COMMANDS, classify_shell, classify_shell_parsed
 from agent_shim.risk.sql import classify_sql
 from agent_shim.types import RISKS, Kind, Risk, risk_rank
 
@@ -54,12 +60,20 @@ def _classify(kind: str, command: str, declared: str | None) -> Assessment:
     if declared is None:
         return result
     if declared not in RISKS:
-        return Assessment("destructive", (f"agent declared an unknown risk {declared!r}",
-                                          *result.reasons))
+        reasons = (f"agent declared an unknown risk {declared!r}", *result.reasons)
+        return Assessment("destructive", reasons, result.segments)
     floor = next(r for r in RISKS if r == declared)
     if risk_rank(floor) > risk_rank(result.risk):
-        return Assessment(floor, (f"agent declared {floor}", *result.reasons))
+        return Assessment(floor, (f"agent declared {floor}", *result.reasons), result.segments)
     return result
+
+
+def _shell(command: str, implied: str = "") -> Assessment:
+    """Classify a shell line and attach its segments, parsing it once."""
+    result, script = classify_shell_parsed(command)
+    extra = (f"{implied} {command}",) if implied else ()
+    segs = shell_segments(script, extra) if script is not None else extra
+    return Assessment(result.risk, result.reasons, segs)
 
 
 def _sql_shell(text: str) -> Assessment:
@@ -68,11 +82,12 @@ def _sql_shell(text: str) -> Assessment:
 
 def _by_kind(kind: str, command: str) -> Assessment:
     if kind == "shell":
-        return classify_shell(command)
+        return _shell(command)
     if kind in ("k8s", "cloud"):
         return _cli_kind(kind, command)
     if kind == "sql":
-        return classify_sql(command, shell=_sql_shell)
+        found = classify_sql(command, shell=_sql_shell)
+        return Assessment(found.risk, found.reasons, sql_segments(command))
     if kind == "file":
         return classify_file(command)
     if kind == "http":
@@ -82,6 +97,16 @@ def _by_kind(kind: str, command: str) -> Assessment:
     return destructive(f"unknown action kind {kind!r}; assumed destructive")
 
 
+def _implied_tool(kind: str, command: str) -> str:
+    """``kubectl``/``terraform`` when a k8s/cloud action starts with that tool's subcommand."""
+    first = command.split(None, 1)[0] if command.split() else ""
+    if kind == "k8s" and first in _KUBECTL_VERBS:
+        return "kubectl"
+    if kind == "cloud" and first in _TERRAFORM_VERBS:
+        return "terraform"
+    return ""
+
+
 def _cli_kind(kind: str, command: str) -> Assessment:
     """k8s/cloud actions are shell lines; a bare ``delete ns prod`` is read as kubectl.
 
@@ -89,16 +114,12 @@ def _cli_kind(kind: str, command: str) -> Assessment:
     tool (``exec``, ``cp``, ``diff``), both readings are classified and the worse one
     wins, so leaving out ``kubectl`` cannot help.
     """
-    result = classify_shell(command)
-    first = command.split(None, 1)[0] if command.split() else ""
-    tool = ""
-    if kind == "k8s" and first in _KUBECTL_VERBS:
-        tool = "kubectl"
-    elif kind == "cloud" and first in _TERRAFORM_VERBS:
-        tool = "terraform"
+    tool = _implied_tool(kind, command)
+    result = _shell(command, tool)
     if not tool:
         return result
+    first = command.split(None, 1)[0]
     other = classify_shell(f"{tool} {command}")
-    if first not in KNOWN_COMMANDS:
-        return other
-    return other if risk_rank(other.risk) >= risk_rank(result.risk) else result
+    if first in KNOWN_COMMANDS and risk_rank(other.risk) < risk_rank(result.risk):
+        return result
+    return Assessment(other.risk, other.reasons, result.segments)

@@ -33,6 +33,8 @@ erase rmtree clear""")
 
 
 def _words(text: str) -> list[str]:
+    if not any(c in text for c in "'\"\\"):
+        return text.split()  # shlex is slow and only needed for quoting
     try:
         return shlex.split(text)
     except ValueError:
@@ -90,9 +92,18 @@ _SQL_TOOL: Final = frozenset({"sql", "query", "psql", "mysql", "postgres", "post
                               "duckdb", "supabase", "neon", "planetscale"})
 _CLI_TOOLS: Final = frozenset({"kubectl", "helm", "git", "aws", "gcloud", "az", "terraform",
                                "docker", "gh", "pulumi", "redis-cli", "psql"})
+_DESTROY_STEMS: Final = ("delete", "drop", "destroy", "remove", "terminate", "purge", "wipe",
+                         "truncate", "erase")
+_SQL_HEADS: Final = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "DROP", "TRUNCATE",
+                               "ALTER", "CREATE", "WITH", "MERGE", "GRANT", "REVOKE", "COPY",
+                               "EXPLAIN", "SHOW", "CALL", "EXEC", "EXECUTE", "DO", "REPLACE"})
 _TOOL_NAME: Final = re.compile(r"^\s*([^\s({]+)\s*(.*)$", re.S)
 _TOOL_READ_EXTRA: Final = frozenset({"fetch", "grep", "glob", "ls", "cat", "websearch",
                                      "webfetch", "todoread"})
+
+
+_PATH_KEYS: Final = ("file_path", "path", "filename", "target_file", "notebook_path", "file",
+                     "destination", "dest")
 
 
 def _string_field(args: object, keys: tuple[str, ...]) -> str | None:
@@ -123,6 +134,10 @@ def classify_tool(command: str, shell: ShellFn, sql: SqlFn) -> Assessment:
             text = args
         if text is not None:
             found.append(sql(text))
+        elif isinstance(args, dict):  # {"text": "DELETE …"}: any value that reads as SQL
+            found += [sql(v) for v in args.values()
+                      if isinstance(v, str) and v.split(None, 1)[:1]
+                      and v.split(None, 1)[0].upper() in _SQL_HEADS]
     if _SHELL_TOOL & set(parts) and not found:
         text = _string_field(args, ("command", "cmd", "script", "commands", "shell_command",
                                     "argv"))
@@ -132,17 +147,29 @@ def classify_tool(command: str, shell: ShellFn, sql: SqlFn) -> Assessment:
             found.append(shell(text))
     if name.lower() in _CLI_TOOLS and isinstance(args, str):
         found.append(shell(f"{name.lower()} {args}"))
+    content_seen = bool(found)
     method = _string_field(args, ("method",))
     if method:
         found.append(http_verdict(method, _string_field(args, ("url", "path", "endpoint")) or ""))
-    found.append(_tool_name_verdict(name, parts))
-    if len(found) > 1 and found[-1].reasons[0].startswith("unknown tool"):
-        found.pop()
+    if "*** Delete File:" in raw:
+        found.append(destructive(f"tool {name}: the patch deletes a file"))
+    verdict = _tool_name_verdict(name, parts)
+    path = _string_field(args, _PATH_KEYS)
+    if path and verdict.risk == "write" and not found:
+        hit = write_to(f"tool {name}", path)
+        if hit is not None and hit.risk == "destructive":
+            found.append(hit)
+    # When the arguments show what runs, a generic name ("execute_sql", "run_command")
+    # adds nothing; only a name that itself says "delete" still counts.
+    if not content_seen or verdict.risk == "destructive":
+        found.append(verdict)
     return combine(found)
 
 
 def _tool_name_verdict(name: str, parts: list[str]) -> Assessment:
+    low = name.lower()
     hit = next((p for p in parts if p in DESTRUCTIVE_VERBS or p.startswith("delet")), None)
+    hit = hit or next((w for w in _DESTROY_STEMS if w in low), None)
     if hit:
         return destructive(f"tool {name} names a destructive action ({hit})")
     if any(p in WRITE_VERBS for p in parts):

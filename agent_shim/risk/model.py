@@ -8,7 +8,7 @@ nothing here can import anything that does I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from agent_shim.types import Risk, risk_rank
@@ -20,15 +20,26 @@ MAX_DEPTH: Final = 12
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
-    """What the classifier concluded, with the why an operator needs to decide."""
+    """What the classifier concluded, with the why an operator needs to decide.
+
+    ``segments`` (not part of equality) lists the simple commands or SQL statements
+    found inside the action, for policy globs; see :mod:`agent_shim.risk.segments`.
+    """
 
     risk: Risk
     reasons: tuple[str, ...]
+    segments: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 def wordset(text: str) -> frozenset[str]:
     """A frozenset from a whitespace-separated literal: keeps long vocabularies readable."""
     return frozenset(text.split())
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """Quote command text in a reason without letting it swamp the approval view."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def read(reason: str) -> Assessment:
@@ -62,7 +73,7 @@ def combine(parts: Iterable[Assessment]) -> Assessment:
         bucket = buckets[_LEVEL[p.risk]]
         for r in p.reasons:
             bucket[r] = None
-    if items and any(p.risk == "destructive" for p in items):
+    if any(p.risk == "destructive" for p in items):
         risk: Risk = "destructive"
     elif any(p.risk == "write" for p in items):
         risk = "write"
@@ -166,7 +177,7 @@ class Call:
         """Classify a shell string this command would hand to a shell (stdin is inherited)."""
         if is_dynamic(text):
             return destructive(
-                f"{self.name} runs shell code built from an expansion ({_clip(text)}); "
+                f"{self.name} runs shell code built from an expansion ({clip(text)}); "
                 "what runs is not visible"
             )
         return self.runner.shell(text, self.depth + 1, stdin or self.stdin)
@@ -183,12 +194,3 @@ class Call:
 
 Handler = Callable[[Call], Assessment]
 
-
-def _clip(text: str, limit: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def clip(text: str, limit: int = 60) -> str:
-    """Quote command text in a reason without letting it swamp the approval view."""
-    return _clip(text, limit)

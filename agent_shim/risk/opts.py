@@ -10,22 +10,25 @@ that uniform and lets ``Word`` marks survive into the values.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 
-from agent_shim.risk.model import derive, is_splittable
+from agent_shim.risk.model import derive
 
 
-@dataclass(slots=True)
 class Opts:
-    """Options seen (names without dashes), their values, and positional arguments."""
+    """Options seen (names without dashes), their values, and positional arguments.
 
-    flags: set[str] = field(default_factory=set)
-    values: dict[str, list[str]] = field(default_factory=dict)
-    pos: list[str] = field(default_factory=list)
-    rest: list[str] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)
-    dashdash: bool = False
-    injectable: bool = False
+    A plain slotted class rather than a dataclass: one is built per handled command,
+    and default factories showed up in profiles.
+    """
+
+    __slots__ = ("dashdash", "flags", "pos", "rest", "values")
+
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+        self.values: dict[str, list[str]] = {}
+        self.pos: list[str] = []
+        self.rest: list[str] = []
+        self.dashdash = False
 
     def has(self, *names: str) -> bool:
         return not self.flags.isdisjoint(names)
@@ -75,8 +78,6 @@ def getopt(
     while i < n:
         a = args[i]
         i += 1
-        if is_splittable(a) and (not o.pos or not stop_at_positional):
-            o.injectable = True
         if a == "--":
             o.dashdash = True
             o.rest.extend(args[i:])
@@ -85,7 +86,6 @@ def getopt(
             body = a[2:] if a.startswith("--") else a[1:]
             name, eq, val = body.partition("=")
             o.flags.add(name)
-            o.order.append(name)
             if eq:
                 o.values.setdefault(name, []).append(derive(a, val))
             elif name in longs and i < n:
@@ -98,7 +98,6 @@ def getopt(
                 ch = a[j]
                 j += 1
                 o.flags.add(ch)
-                o.order.append(ch)
                 if ch in short_values:
                     if j < len(a):
                         o.values.setdefault(ch, []).append(derive(a, a[j:]))

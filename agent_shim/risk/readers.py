@@ -26,20 +26,20 @@ from agent_shim.risk.paths import write_to
 from agent_shim.risk.tools_wrap import assignment
 
 _PURE_NAMES: Final = wordset("""
-ls ll la dir vdir cat tac head tail less more most grep egrep fgrep zgrep zegrep zfgrep
+ls ll la dir vdir cat tac head tail most grep egrep fgrep zgrep zegrep zfgrep
 zcat bzcat xzcat zstdcat lz4cat zless zmore bzgrep xzgrep wc cut tr column nl fold fmt paste
-join comm diff diff3 sdiff cmp rev expand unexpand pwd echo printf true false : which type
-whereis whoami id groups uname uptime ps pgrep pidof free vmstat iostat mpstat pidstat sar
-lsof ss netstat ping ping6 traceroute traceroute6 tracepath mtr dig nslookup host whois
+join comm diff diff3 cmp rev expand unexpand pwd echo printf true false : which type
+whereis whoami id groups uname uptime ps pgrep pidof free vmstat iostat mpstat pidstat
+lsof netstat ping ping6 traceroute traceroute6 tracepath mtr dig nslookup host whois
 printenv locale tty basename dirname realpath readlink seq yes sleep wait cd pushd popd dirs
-stat du df nproc arch lsblk blkid lscpu lsmod lspci lsusb lsns last lastlog w who getent cal
+stat du df nproc arch lsblk blkid lscpu lsmod lspci lsusb lsns last w who getent cal
 expr base64 base32 basenc md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum
-cksum sum od hexdump hd strings tree bat batcat exa eza lsattr getfacl numfmt mapfile readarray
-read shopt unset shift exit return break continue hash umask jobs getopts let tput clear
-nm objdump readelf size lsipc findmnt mountpoint sestatus getenforce pstree htop btop atop
-glances iotop iftop nethogs bmon dstat pmap fuser vnstat look units factor
-tsort jq jless gron fx csvlook csvstat wdiff colordiff delta difft icdiff
-ag ack cloc tokei scc loc sloccount file envsubst md5 shasum sha256
+cksum sum od hexdump hd strings exa eza lsattr getfacl numfmt mapfile readarray
+read shopt unset shift exit return break continue umask jobs getopts let tput clear
+nm objdump readelf size lsipc findmnt mountpoint sestatus getenforce pstree htop btop
+iotop iftop nethogs bmon dstat pmap vnstat look units factor
+tsort jq jless gron fx csvlook csvstat wdiff colordiff difft icdiff
+ack cloc tokei scc loc sloccount file envsubst md5 shasum sha256
 ssh-keyscan getconf systemd-cgls systemd-cgtop systemd-detect-virt lslocks lslogins
 """)
 PURE: Final = _PURE_NAMES | {"test", "[", "[[", "help", "type", "cd", "export"}
@@ -228,6 +228,38 @@ def nvidia_smi(call: Call) -> Assessment:
     return read("nvidia-smi only reads")
 
 
+def _pager_option(call: Call, *names: str) -> Assessment:
+    """``bat --pager CMD`` / ``man -P CMD`` run CMD: see through it unless it is a pager."""
+    args = list(call.args)
+    for k, a in enumerate(args):
+        name, eq, val = a.partition("=")
+        if name in names and (eq or k + 1 < len(args)):
+            prog = val if eq else args[k + 1]
+            if prog.split(" ", 1)[0] in ("less", "more", "cat", "most", ""):
+                continue
+            return combine([write(f"{call.name} {name} runs another program"), call.shell(prog)])
+    return read(f"{call.name} only reads")
+
+
+def _flag_writes(flags: tuple[str, ...], risk: str, what: str) -> Handler:
+    """A reader that writes (or worse) only when given one of ``flags``."""
+
+    def handler(call: Call) -> Assessment:
+        args = list(call.args)
+        k = next((k for k, a in enumerate(args) if a.split("=", 1)[0] in flags), None)
+        if k is None:
+            return read(f"{call.name} only reads")
+        if risk == "destructive":
+            return destructive(f"{call.name} {args[k]} {what}")
+        name, eq, val = args[k].partition("=")
+        target = val if eq else (args[k + 1] if k + 1 < len(args) else "")
+        hit = write_to(f"{call.name} {name}", target) if target else None
+        return hit if hit is not None and hit.risk == "destructive" else write(
+            f"{call.name} {name} {what}")
+
+    return handler
+
+
 HANDLERS: Final[dict[str, Handler]] = {name: simple for name in PURE}
 HANDLERS.update({
     "sort": sort, "uniq": uniq, "shuf": shuf, "date": date, "hostname": hostname,
@@ -238,5 +270,15 @@ HANDLERS.update({
     "nvidia-smi": nvidia_smi, "stty": lambda c: write("stty changes terminal settings"),
     "ldd": lambda c: write("ldd may execute the inspected program"),
     "set": lambda c: read("set changes shell options only"),
+    "bat": lambda c: _pager_option(c, "--pager"), "batcat": lambda c: _pager_option(c, "--pager"),
+    "ag": lambda c: _pager_option(c, "--pager"), "delta": lambda c: _pager_option(c, "--pager"),
+    "man": lambda c: _pager_option(c, "-P", "--pager", "-H", "--html"),
+    "less": _flag_writes(("-o", "-O", "--log-file", "--LOG-FILE"), "write", "writes a log file"),
+    "more": simple, "tree": _flag_writes(("-o",), "write", "writes its output to a file"),
+    "sar": _flag_writes(("-o",), "write", "writes its data to a file"),
+    "sdiff": _flag_writes(("-o", "--output"), "write", "writes the merged file"),
+    "ss": _flag_writes(("-K", "--kill"), "destructive", "closes matching sockets"),
+    "fuser": _flag_writes(("-k", "--kill"), "destructive", "kills processes using the file"),
+    "hash": _flag_writes(("-p",), "destructive", "maps a command name to another program"),
     "test": simple, "[": simple, "[[": simple,
 })  # fmt: skip

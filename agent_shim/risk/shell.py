@@ -27,6 +27,7 @@ from agent_shim.risk import (
     tools_net,
     tools_pkg,
     tools_run,
+    tools_session,
     tools_sys,
     tools_text,
     tools_wrap,
@@ -51,10 +52,12 @@ from agent_shim.risk.opts import wants_help
 from agent_shim.risk.paths import write_to
 from agent_shim.risk.shellparse import Command, ParseError, Redirect, Script, parse
 from agent_shim.risk.verbs import DESTRUCTIVE_VERBS, verb_risk
+from agent_shim.risk.written import Written
 
 _MODULES: Final = (
     readers, tools_text, tools_files, tools_sys, tools_net, tools_git, tools_docker,
     tools_k8s, tools_cloud, tools_iac, tools_db, tools_pkg, tools_dev, tools_run, tools_wrap,
+    tools_session,
 )  # fmt: skip
 REGISTRY: Final[dict[str, Handler]] = {}
 OWN_HELP: Final[set[str]] = set()
@@ -73,6 +76,11 @@ _PREFIX_KEYWORDS: Final = frozenset(
 )  # fmt: skip
 _HEADER_KEYWORDS: Final = frozenset({"for", "select", "case", "((", "[[", "[", "test"})
 _ASSIGN: Final = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=")
+# Only these are commonly installed under versioned names (python3.11, pg_dump15); any
+# other "ls1" is an unknown program, not ls.
+_VERSIONED_TOOLS: Final = frozenset({"python", "pip", "php", "ruby", "perl", "node", "psql",
+                                     "pg_dump", "pg_restore", "pg_dumpall", "pg_ctl", "mysql",
+                                     "lua", "java", "helm", "kubectl", "terraform", "go", "pypy"})
 _VERSIONED: Final = re.compile(r"^([a-z][a-z_-]*?)-?\d+(?:\.\d+)*$")
 
 
@@ -94,27 +102,40 @@ RUNNER: Final = _Runner()
 
 def classify_shell(text: str, depth: int = 0, stdin: Stdin = NO_STDIN) -> Assessment:
     """Classify a shell command line (or a script body handed to a shell)."""
+    return classify_shell_parsed(text, depth, stdin)[0]
+
+
+def classify_shell_parsed(
+    text: str, depth: int = 0, stdin: Stdin = NO_STDIN
+) -> tuple[Assessment, Script | None]:
+    """:func:`classify_shell`, also returning the parse so callers need not parse twice."""
     if depth > MAX_DEPTH:
-        return destructive("commands nested too deeply to follow; assumed destructive")
+        return destructive("commands nested too deeply to follow; assumed destructive"), None
     try:
         script = parse(text, depth)
     except ParseError as exc:
-        return destructive(f"cannot parse shell command ({exc}); what runs is not visible")
+        return destructive(f"cannot parse shell command ({exc}); what runs is not visible"), None
     if not script.pipelines and not script.subs:
         if depth == 0:
-            return write("empty command: nothing to classify")
-        return read("empty command does nothing")
+            return write("empty command: nothing to classify"), script
+        return read("empty command does nothing"), script
     result = classify_script(script, depth, stdin)
-    return result if result.reasons else read("only shell syntax; nothing runs")
+    return (result if result.reasons else read("only shell syntax; nothing runs")), script
 
 
 def classify_script(script: Script, depth: int, stdin: Stdin) -> Assessment:
     parts: list[Assessment] = []
+    written = Written()
     for pipeline in script.pipelines:
         feed = stdin
         for cmd in pipeline:
             parts.append(_command(cmd, depth, feed))
-            feed = _output_of(cmd)
+            ran = written.check(cmd, lambda text: classify_shell(text, depth + 1))
+            if ran is not None:
+                parts.append(ran)
+            out = _output_of(cmd)
+            written.record(cmd, feed, out)
+            feed = out
     for sub in script.subs:
         parts.append(classify_script(sub, depth + 1, NO_STDIN))
     return combine(parts)
@@ -150,8 +171,10 @@ def _command(cmd: Command, depth: int, stdin: Stdin) -> Assessment:
         if r.body is not None:
             origin = "here-string" if r.op == "<<<" else "heredoc"
             stdin = Stdin("text", r.body, r.dynamic_body, origin)
+        elif r.op == "<" and is_dynamic(r.target):  # `bash < <(curl …)`: not a file on disk
+            stdin = Stdin("pipe", None, True, str(r.target))
         elif r.op == "<":
-            stdin = Stdin("file", None, is_dynamic(r.target), str(r.target))
+            stdin = Stdin("file", None, False, str(r.target))
     if cmd.group is not None:
         parts.append(classify_script(cmd.group, depth + 1, stdin))
     if cmd.words:
@@ -168,15 +191,16 @@ def _redirect(r: Redirect) -> Assessment | None:
     verb = ">>" if r.op in (">>", "&>>") else ">"
     if is_dynamic(target):
         return write(f"{verb} {target}: output goes to a path only known at run time")
-    a = write_to(f"redirect {verb}", target)
-    return a
+    return write_to(f"redirect {verb}", target)
 
 
 def _canonical(name: str) -> str | None:
     if name in REGISTRY:
         return name
+    if name.lower() in REGISTRY:  # `RM -rf /` runs rm on a case-insensitive filesystem (macOS)
+        return name.lower()
     m = _VERSIONED.match(name)
-    if m and m.group(1) in REGISTRY:
+    if m and m.group(1) in _VERSIONED_TOOLS:
         return m.group(1)
     head = name.split(".", 1)[0]
     if head in ("mkfs", "fsck", "mkswap", "python", "pip") and head in REGISTRY:
@@ -228,8 +252,11 @@ def _dispatch(w: list[str], depth: int, stdin: Stdin) -> Assessment:
             if verb_risk(base.rsplit(".", 1)[0]) == "destructive":
                 alt = destructive(f"runs {raw}, whose name says it destroys or deletes")
     key = _canonical(name)
+    if key is not None and key != name and name.lower() == key and alt is None:
+        alt = write(f"{raw} is not a known command ({key} only on a case-insensitive filesystem)")
     if key is None:
-        return alt or _unknown(name, w[1:])
+        guess = _unknown(name, w[1:])
+        return combine([alt, guess]) if alt and guess.risk == "destructive" else alt or guess
     call = Call(key, tuple(w[1:]), stdin, depth, RUNNER)
     if key not in OWN_HELP and (
         wants_help(call.args) or (len(call.args) == 1 and call.args[0] == "--version")
@@ -248,6 +275,9 @@ def _unknown(name: str, args: Sequence[str]) -> Assessment:
     for a in args:
         if a.lower() in DESTRUCTIVE_VERBS:
             return destructive(f"unknown command {name} asked to {a}; assumed destructive")
+        if a.startswith(("--force", "--accept-data-loss", "--skip-safety")):
+            return destructive(f"unknown command {name} with {a.split('=', 1)[0]}, which skips "
+                               "its safety checks; assumed destructive")
     if verb_risk(name) == "destructive":
         return destructive(f"unknown command {name} names a destructive action")
     return write(f"unknown command {name}; assumed to write")

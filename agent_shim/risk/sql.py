@@ -24,9 +24,9 @@ from agent_shim.risk.model import (
     read,
     write,
 )
-from agent_shim.risk.sqlfuncs import function_risks, procedure_risk
+from agent_shim.risk.sqlclauses import always_true, closing, depth0, name_after, where_clause
+from agent_shim.risk.sqlescapes import function_risks, procedure_risk, psql_meta, sqlite_dot
 from agent_shim.risk.sqllex import SqlParseError, Tok, dialects_differ, split_statements
-from agent_shim.risk.sqlmeta import psql_meta, sqlite_dot
 
 ShellFn = Callable[[str], Assessment]
 _MAX_DEPTH: Final = 8
@@ -71,132 +71,13 @@ def _sub(text: str, ctx: _Ctx) -> Assessment:
     return _text(text, _Ctx(ctx.shell, ctx.depth + 1, ctx.prepared))
 
 
-# -- token helpers -------------------------------------------------------------
-
-
-def depth0(toks: list[Tok]) -> list[tuple[int, Tok]]:
-    out: list[tuple[int, Tok]] = []
-    depth = 0
-    for i, t in enumerate(toks):
-        if t.kind == "p" and t.text in ("(", "[", "{"):
-            depth += 1
-        elif t.kind == "p" and t.text in (")", "]", "}"):
-            depth -= 1
-        elif depth == 0:
-            out.append((i, t))
-    return out
-
-
-def _closing(toks: list[Tok], i: int) -> int:
-    depth = 0
-    for j in range(i, len(toks)):
-        if toks[j].text == "(" and toks[j].kind == "p":
-            depth += 1
-        elif toks[j].text == ")" and toks[j].kind == "p":
-            depth -= 1
-            if depth == 0:
-                return j
-    return len(toks)
-
-
-def _split0(toks: list[Tok], word: str) -> list[list[Tok]]:
-    parts: list[list[Tok]] = [[]]
-    depth = 0
-    for t in toks:
-        if t.kind == "p" and t.text == "(":
-            depth += 1
-        elif t.kind == "p" and t.text == ")":
-            depth -= 1
-        if depth == 0 and t.up == word:
-            parts.append([])
-        else:
-            parts[-1].append(t)
-    return parts
-
-
-def _strip_parens(toks: list[Tok]) -> list[Tok]:
-    while len(toks) >= 2 and toks[0].text == "(" and _closing(toks, 0) == len(toks) - 1:
-        toks = toks[1:-1]
-    return toks
-
-
-def _num(t: Tok) -> float | None:
-    try:
-        return float(t.text) if t.kind == "n" else None
-    except ValueError:
-        return None
-
-
-_CMP: Final[dict[str, Callable[[float, float], bool]]] = {
-    "=": lambda a, b: a == b, "==": lambda a, b: a == b, "<>": lambda a, b: a != b,
-    "!=": lambda a, b: a != b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
-    "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b,
-}  # fmt: skip
-
-
-def _atom_true(t: list[Tok]) -> bool:
-    t = _strip_parens(t)
-    if len(t) == 1:
-        n = _num(t[0])
-        return t[0].up == "TRUE" or (n is not None and n != 0)
-    if len(t) == 2 and t[0].up == "NOT":
-        n = _num(t[1])
-        return t[1].up == "FALSE" or n == 0
-    if len(t) == 3:
-        a, op, b = t
-        if op.text in ("=", "==", "<=", ">=") and a.kind == b.kind and a.text == b.text:
-            return True
-        na, nb = _num(a), _num(b)
-        if na is not None and nb is not None and op.text in _CMP:
-            return _CMP[op.text](na, nb)
-        if op.up == "LIKE" and b.kind == "s" and b.text and set(b.text) <= {"%"}:
-            return True
-        if a.kind == b.kind == "s" and op.text in ("<>", "!=") and a.text != b.text:
-            return True
-    if len(t) == 4 and t[1].up == "IS" and t[2].up == "NOT" and t[3].up == "NULL":
-        return t[0].kind in ("n", "s")
-    return False
-
-
-def always_true(where: list[Tok]) -> bool:
-    """``WHERE 1=1``, ``WHERE true``, ``… OR 1=1``: cheap tautologies that match every row."""
-    return any(
-        all(_atom_true(c) for c in _split0(d, "AND") if c) and any(_split0(d, "AND"))
-        for d in _split0(where, "OR")
-        if d
-    )
-
-
-_WHERE_END: Final = frozenset({"RETURNING", "ORDER", "LIMIT", "OFFSET", "FETCH", "SETTINGS"})
-
-
-def where_clause(toks: list[Tok]) -> list[Tok] | None:
-    top = depth0(toks)
-    for k, (i, t) in enumerate(top):
-        if t.up == "WHERE":
-            end = next((j for j, u in top[k + 1 :] if u.up in _WHERE_END), len(toks))
-            return toks[i + 1 : end]
-    return None
-
-
-def _name_after(toks: list[Tok], skip: frozenset[str]) -> str:
-    for k, t in enumerate(toks):
-        if t.kind in ("w", "q") and t.up not in skip:
-            name = t.text
-            while k + 2 < len(toks) and toks[k + 1].text == "." and toks[k + 2].kind in "wq":
-                k += 2
-                name += "." + toks[k].text
-            return name
-    return "the table"
-
-
 # -- statements ------------------------------------------------------------------
 
 _DML_SKIP: Final = frozenset({"FROM", "ONLY", "LOW_PRIORITY", "QUICK", "IGNORE", "TOP"})
 
 
 def _dml(toks: list[Tok], verb: str) -> Assessment:
-    table = _name_after(toks[1:], _DML_SKIP)
+    table = name_after(toks[1:], _DML_SKIP)
     where = where_clause(toks)
     what = "removes every row" if verb == "DELETE" else "changes every row"
     if where is None:
@@ -227,7 +108,7 @@ def _with(toks: list[Tok], ctx: _Ctx) -> Assessment:
     while i + 1 < n:
         i += 1  # the CTE name
         if toks[i].text == "(":
-            i = _closing(toks, i) + 1
+            i = closing(toks, i) + 1
         if i >= n or toks[i].up != "AS":
             return _scan_any(toks, ctx)
         i += 1
@@ -235,7 +116,7 @@ def _with(toks: list[Tok], ctx: _Ctx) -> Assessment:
             i += 1
         if i >= n or toks[i].text != "(":
             return _scan_any(toks, ctx)
-        j = _closing(toks, i)
+        j = closing(toks, i)
         parts.append(statement(toks[i + 1 : j], ctx))
         i = j + 1
         if i < n and toks[i].text == ",":
@@ -275,7 +156,7 @@ def _explain(toks: list[Tok], ctx: _Ctx) -> Assessment:
     i, n = 1, len(toks)
     analyze = False
     if i < n and toks[i].text == "(":
-        j = _closing(toks, i)
+        j = closing(toks, i)
         opts = toks[i + 1 : j]
         for k, t in enumerate(opts):
             if t.up in ("ANALYZE", "ANALYSE"):
@@ -332,7 +213,7 @@ def _prepare(toks: list[Tok], ctx: _Ctx) -> Assessment:
     name = toks[1].text.lower()
     k = 2
     if toks[k].text == "(":
-        k = _closing(toks, k) + 1
+        k = closing(toks, k) + 1
     body = toks[k + 1 :] if k < len(toks) and toks[k].up in ("AS", "FROM") else toks[k:]
     a = _sub(body[0].text, ctx) if body and body[0].kind == "s" else statement(body, ctx)
     ctx.prepared[name] = a

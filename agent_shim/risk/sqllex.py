@@ -10,8 +10,7 @@ which they disagree, keeping the worse reading.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 TokKind = Literal["w", "s", "q", "n", "p", "body", "meta", "dot"]
 
@@ -20,8 +19,9 @@ class SqlParseError(ValueError):
     """The text cannot be split into statements (an unterminated string or comment)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Tok:
+class Tok(NamedTuple):
+    """A token; a tuple because statements are lexed into many of them (hot path)."""
+
     kind: TokKind
     text: str
 
@@ -37,9 +37,10 @@ _SIMPLE: Final = re.compile(
     r"|(?P<param>\$\d+|@@?[A-Za-z_][\w.]*)"
     r"|(?P<op><>|!=|<=|>=|::|\|\||:=|=>|[-+*/%<>=~!^&|#.,;()\[\]{}:@?])"
 )
-_FAST: Final = re.compile(
-    r"(?P<ws>\s+)|(?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![A-Za-z_])"
-    r"|(?P<word>(?![EeBbXxNn]')[A-Za-z_][A-Za-z0-9_$]*)"
+# Stops before a character followed by a quote, so that E'…' / N'…' reach the string code.
+_RUN: Final = re.compile(r"(?:[A-Za-z0-9_\s,()*=<>!+%](?!'))+")
+_PIECE: Final = re.compile(
+    r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|[A-Za-z_][A-Za-z0-9_]*|<>|!=|<=|>=|[^\s]"
 )
 _DOLLAR: Final = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _META_TERMINATORS: Final = frozenset({"g", "G", "gx", "gexec", "gset", "gdesc", "crosstabview"})
@@ -63,13 +64,12 @@ def split_statements(text: str, mysql: bool) -> list[list[Tok]]:
         cur = []
 
     while i < n:
-        m = _FAST.match(text, i)
-        if m:  # the common case: whitespace, words and numbers
-            kind = m.lastgroup
-            if kind == "word":
-                cur.append(Tok("w", m.group()))
-            elif kind == "num":
-                cur.append(Tok("n", m.group()))
+        m = _RUN.match(text, i)
+        if m:  # the common case: a run of words, numbers and plain operators, lexed in bulk
+            for piece in _PIECE.findall(m.group()):
+                c = piece[0]
+                cur.append(Tok("n" if c.isdigit() else "w" if c.isalpha() or c == "_" else "p",
+                               piece))
             i = m.end()
             continue
         c = text[i]

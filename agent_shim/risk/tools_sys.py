@@ -100,7 +100,9 @@ def kill(call: Call) -> Assessment:
     sig = sig.upper().removeprefix("SIG")
     if sig == "0":
         return read("kill -0 only checks that a process exists")
-    if sig in ("9", "KILL") or "-1" in targets or "1" in targets:
+    if "-1" in targets or "1" in targets:
+        return destructive(f"{call.name} -1 / 1 signals every process (or init)")
+    if sig in ("9", "KILL"):
         return destructive(f"{call.name} -{sig} kills processes without letting them clean up")
     return write(f"{call.name} sends SIG{sig} to processes")
 

@@ -255,40 +255,6 @@ def flock(call: Call) -> Assessment:
     return _wrapped(call, "flock", [*o.pos[1:], *o.rest])
 
 
-def script_cmd(call: Call) -> Assessment:
-    o = getopt(call.args, "cEIOBTt", {"command", "echo", "log-in", "log-out", "log-io",
-                                      "logging-format", "timing"})
-    cmds = o.all("c", "command")
-    if not cmds:
-        return destructive("script starts an interactive shell; not visible")
-    return combine([write("script records a session to a file"),
-                    *(call.shell(c) for c in cmds)])
-
-
-def tmux(call: Call) -> Assessment:
-    g = getopt(call.args, "LSfT", stop_at_positional=True)
-    verb = g.pos[0] if g.pos else "new-session"
-    o = getopt(list(g.rest), "tcsnFxyeLSfNbTEp")
-    pos = o.pos
-    if verb in ("ls", "list-sessions", "list-windows", "list-panes", "has-session", "has",
-                "capture-pane", "capturep", "show-options", "show", "display-message",
-                "display", "list-keys", "info", "list-clients"):
-        return read(f"tmux {verb} only reads")
-    if verb in ("kill-server", "kill-session", "kill-window", "kill-pane"):
-        return destructive(f"tmux {verb} kills the processes in it")
-    if verb in ("send-keys", "send"):
-        keys = [p for p in pos if p not in ("Enter", "C-m", "C-c", "Escape", "KPEnter")]
-        return at_least(call.shell(" ".join(keys)) if keys else read("no keys"), "write",
-                        "tmux send-keys types into a running shell")
-    if verb in ("attach", "attach-session", "a", "at"):
-        return destructive("tmux attach opens an interactive session; not visible")
-    if verb in ("new-session", "new", "new-window", "neww", "split-window", "splitw"):
-        if not pos:
-            return destructive(f"tmux {verb} starts a shell; what runs is not visible")
-        return at_least(call.shell(" ".join(pos)), "write", f"tmux {verb} runs a command")
-    return write(f"tmux {verb} changes sessions")
-
-
 _PREFIX_SKIP: Final = {"aws-vault": 2, "direnv": 2, "chamber": 2, "doppler": 1, "op": 1,
                        "infisical": 1, "dotenv": 1, "bundle": 1, "poetry": 1, "pipenv": 1,
                        "pdm": 1, "hatch": 1, "rye": 1, "with-contenv": 0}
@@ -329,8 +295,8 @@ HANDLERS: Final[dict[str, Handler]] = {
     "taskset": _simple_wrap("", (), positional=1), "setsid": _simple_wrap(),
     "unbuffer": _simple_wrap(), "exec": exec_, "command": command, "builtin": _basename,
     "xargs": xargs, "parallel": parallel, "watch": watch, "eval": eval_, "source": source,
-    ".": source, "trap": trap, "alias": alias, "flock": flock, "script": script_cmd,
-    "tmux": tmux, "strace": _simple_wrap("eopsuESP"), "ltrace": _simple_wrap("eopsuESn"),
+    ".": source, "trap": trap, "alias": alias, "flock": flock,
+    "strace": _simple_wrap("eopsuESP"), "ltrace": _simple_wrap("eopsuESn"),
     "chroot": _simple_wrap("", ("userspec", "groups"), positional=1),
     "nsenter": _simple_wrap("tSGwr", ("target", "setuid", "setgid", "wd", "root")),
     "unshare": _simple_wrap("", ("map-user", "map-group", "propagation", "setgroups")),
