@@ -15,6 +15,7 @@ import click
 #: name -> (module, attribute, one-line help). The help is duplicated here so
 #: that ``towerctl --help`` lists commands without importing any of them.
 COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
+    "up": ("towerctl.cli.up", "up", "Hub + SQLite + TUI in one command (--demo adds simulated agents)."),
     "serve": ("towerctl.cli.serve", "serve", "Run the hub: websocket endpoints, store, audit log."),
     "exec": ("towerctl.cli.exec_cmd", "exec_cmd", "Run one command under supervision."),
     "sessions": ("towerctl.cli.ops", "sessions", "List agent sessions."),
@@ -30,6 +31,10 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "audit": ("towerctl.cli.audit", "audit", "Verify, export and inspect the audit log."),
     "token": ("towerctl.cli.token", "token", "Create, list and revoke tokens."),
     "tui": ("towerctl.cli.tui", "tui", "Open the operator console (the TUI) against a running hub."),
+    "gate": ("towerctl.cli.gate", "gate", "Wrappers that send kubectl, terraform … through the tower."),
+    "hook": ("towerctl.cli.hook", "hook", "Claude Code / Codex hooks: ask the tower before each tool call."),
+    "mcp-gate": ("towerctl.cli.mcp_gate", "mcp_gate", "Gate an MCP server: each tool call asks the tower."),
+    "ssh-serve": ("towerctl.cli.ssh_serve", "ssh_serve", "The operator console over SSH, one PTY per login."),
 }
 
 
@@ -63,4 +68,10 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    return cli.main(args=argv, prog_name="towerctl")
+    from towerctl.config import ConfigError
+
+    try:
+        return cli.main(args=argv, prog_name="towerctl", standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"towerctl: config: {exc}", err=True)
+        raise SystemExit(2) from None
