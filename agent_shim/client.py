@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
 import socket
+import ssl as ssl_module
 import time
 import uuid
 from collections import deque
@@ -26,6 +28,7 @@ from typing import Final
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from agent_shim import ed25519
 from agent_shim.approved import Approved
 from agent_shim.errors import ActionDenied, SessionKilled
 from agent_shim.gate import Gate, Ruling
@@ -38,6 +41,7 @@ from agent_shim.protocol import (
     AgentHello,
     Control,
     Decision,
+    DecisionRefused,
     ErrorMsg,
     HubToAgentAdapter,
     PolicyUpdate,
@@ -67,6 +71,16 @@ def agent_url(url: str) -> str:
     return base + "/agent"
 
 
+def client_ssl_context(url: str, ssl: ssl_module.SSLContext | None) -> ssl_module.SSLContext | None:
+    """The TLS context for ``url``: the one given, else for ``wss://`` one that
+    trusts ``TOWER_CA`` (a PEM file) when set, else the system's CAs."""
+    if ssl is not None or not url.startswith("wss://"):
+        return ssl
+    ca = os.environ.get("TOWER_CA")
+    ctx = ssl_module.create_default_context(cafile=ca or None)
+    return ctx
+
+
 def new_action_id() -> str:
     return uuid.uuid4().hex
 
@@ -91,8 +105,24 @@ class Shim:
         outbox_limit: int = 10_000,
         reconnect_max_s: float = 5.0,
         on_kill: Callable[[SessionKilled], None] | None = None,
+        hub_key: str | bytes | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
+        """``hub_key`` pins the hub's Ed25519 public key (raw 32 bytes, or hex /
+        base64 of them; default ``TOWER_HUB_KEY``): approvals must be signed by
+        it. Without a pin the key the hub announces on first connect is trusted
+        (TOFU, logged as a warning). ``ssl`` is the TLS context for ``wss://``
+        (default: the system CAs, or ``TOWER_CA``)."""
         self.url = agent_url(url)
+        self._ssl = client_ssl_context(self.url, ssl)
+        if hub_key is None:
+            hub_key = os.environ.get("TOWER_HUB_KEY") or None
+        if isinstance(hub_key, str):
+            hub_key = ed25519.parse_public_key(hub_key)
+        elif hub_key is not None and len(hub_key) != 32:
+            raise ValueError("hub_key must be 32 raw bytes")
+        self._pinned_key: bytes | None = hub_key
+        self._tofu_key: bytes | None = None
         self.agent = agent
         self.env = env
         self.host = host if host is not None else socket.gethostname()
@@ -103,6 +133,14 @@ class Shim:
         self._on_kill = on_kill
         self.gate = Gate(env)
         self._outbox: deque[str] = deque()
+        # Sent but not yet known to be processed: the hub handles one agent's
+        # messages in order and answers every proposal, so an answer to
+        # proposal P confirms everything sent up to P. The rest is re-sent
+        # after a reconnect (the hub ignores duplicates), so a hub that dies
+        # with frames in its socket buffer loses nothing.
+        self._unconfirmed: deque[tuple[str | None, str]] = deque()
+        self._unconfirmed_keys: set[str] = set()
+        self._ever_connected = False
         self._outbox_limit = outbox_limit
         self._outbox_ready = asyncio.Event()
         self._connected = asyncio.Event()
@@ -159,8 +197,13 @@ class Shim:
         await self.wait_connected(self._connect_timeout)
 
     async def close(self, drain_timeout: float = 3.0) -> None:
-        """Deliver queued reports (bounded wait), then disconnect."""
-        if self._outbox and self.connected:
+        """Deliver queued reports (bounded wait), then disconnect.
+
+        A shim that has reached the hub before and is reconnecting (the hub
+        restarted) waits for the reconnect too, within the same bound, so that
+        the report of what just ran is not dropped at exit.
+        """
+        if self._outbox and (self.connected or self._ever_connected):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), drain_timeout)
         self._closing = True
@@ -193,6 +236,7 @@ class Shim:
                     ping_interval=10,
                     ping_timeout=20,
                     close_timeout=2,
+                    ssl=self._ssl,
                 ) as ws:
                     await self._session(ws)
                     delay = 0.05
@@ -230,12 +274,26 @@ class Shim:
         if not isinstance(first, Welcome):
             raise ProtocolError("unexpected", f"expected welcome, got {first.type}")
         self._on_welcome(first)
+        # Re-send what the previous connection may have lost, in order.
+        resend = [
+            data
+            for key, data in self._unconfirmed
+            # A request for approval nobody waits for any more (it timed out
+            # here meanwhile) must not reappear as pending at the hub.
+            if key is None or key in self._waiters or json.loads(data)["verdict"] != "ask"
+        ]
+        self._unconfirmed.clear()
+        self._unconfirmed_keys.clear()
+        for data in resend:
+            await ws.send(data)
+            self._sent(data)
         # Re-send proposals still waiting for a decision: the hub de-duplicates
         # by action id and answers with the decision if one was already made.
         for propose, fut in list(self._waiters.values()):
             if not fut.done():
                 await ws.send(encode(propose))
         self._connected.set()
+        self._ever_connected = True
         writer = asyncio.create_task(self._writer(ws))
         try:
             async for raw in ws:
@@ -253,10 +311,38 @@ class Shim:
     async def _writer(self, ws: ClientConnection) -> None:
         while True:
             while self._outbox:
-                await ws.send(self._outbox[0])
+                data = self._outbox[0]
+                await ws.send(data)
                 self._outbox.popleft()
+                self._sent(data)
             self._outbox_ready.clear()
             await self._outbox_ready.wait()
+
+    def _sent(self, data: str) -> None:
+        if data.startswith('{"type":"propose"'):
+            key: str | None = str(json.loads(data)["action"]["action_id"])
+        elif data.startswith(('{"type":"started"', '{"type":"report"')):
+            key = None
+        else:
+            return  # self_paused / decision_refused: not worth a duplicate record
+        self._unconfirmed.append((key, data))
+        if key is not None:
+            self._unconfirmed_keys.add(key)
+        while len(self._unconfirmed) > self._outbox_limit:
+            old_key, _ = self._unconfirmed.popleft()
+            self._unconfirmed_keys.discard(old_key or "")
+
+    def _confirm(self, action_id: str) -> None:
+        """The hub answered the proposal of ``action_id``: it has processed
+        everything sent before it."""
+        if action_id not in self._unconfirmed_keys:
+            return
+        while self._unconfirmed:
+            key, _ = self._unconfirmed.popleft()
+            if key is not None:
+                self._unconfirmed_keys.discard(key)
+            if key == action_id:
+                return
 
     def _enqueue(self, data: str) -> None:
         if len(data) > MAX_MESSAGE_BYTES // 4 and len(data.encode("utf-8")) > MAX_MESSAGE_BYTES:
@@ -275,7 +361,41 @@ class Shim:
 
     # --------------------------------------------------------------- dispatch
 
+    @property
+    def hub_key(self) -> bytes | None:
+        """The key approvals are checked against: the pin, else the TOFU key."""
+        return self._pinned_key if self._pinned_key is not None else self._tofu_key
+
+    def _learn_key(self, announced: str) -> None:
+        if not announced:
+            if self.hub_key is None:
+                log.warning("towerctl shim: the hub announced no signing key; approvals will be refused")
+            return
+        key = bytes.fromhex(announced)
+        if self._pinned_key is not None:
+            if key != self._pinned_key:
+                self.last_error = (
+                    f"hub announced key {ed25519.key_id(key)} but key {ed25519.key_id(self._pinned_key)} "
+                    "is pinned; its approvals will be refused"
+                )
+                log.error("towerctl shim: %s", self.last_error)
+            return
+        if self._tofu_key is None:
+            self._tofu_key = key
+            log.warning(
+                "towerctl shim: no hub key pinned (TOWER_HUB_KEY); trusting key %s announced by the hub "
+                "on first use",
+                ed25519.key_id(key),
+            )
+        elif key != self._tofu_key:
+            self.last_error = (
+                f"hub key changed from {ed25519.key_id(self._tofu_key)} to {ed25519.key_id(key)}; "
+                "keeping the first one, approvals signed by the new key will be refused"
+            )
+            log.error("towerctl shim: %s", self.last_error)
+
     def _on_welcome(self, w: Welcome) -> None:
+        self._learn_key(w.hub_key)
         self.session_id = w.session_id
         self.gate.set_policy(w.policy)
         if w.killed:
@@ -287,6 +407,7 @@ class Shim:
 
     def _dispatch(self, msg: object) -> None:
         if isinstance(msg, Decision | Ack):
+            self._confirm(msg.action_id)
             entry = self._waiters.get(msg.action_id)
             final = isinstance(msg, Decision) or msg.state in ("denied", "cancelled")
             if entry is not None and not entry[1].done() and final:
@@ -392,20 +513,62 @@ class Shim:
     def _start(self, action: Action, digest: str, decision: Decision | None) -> Approved:
         # The binding check: what we are about to run must be what was judged and approved.
         actual = action.digest()
-        if actual != digest or (decision is not None and decision.digest != actual):
+        if actual != digest:
+            if decision is not None:
+                raise self._refuse(
+                    decision, action.action_id, "wrong_digest", "the action changed after it was judged"
+                )
             raise ActionDenied(
-                "refused: the action's digest differs from the approved one",
+                "refused: the action's digest differs from the judged one",
                 action_id=action.action_id,
                 by="shim",
             )
         if decision is not None:
-            if decision.decision_id in self._used_decisions:
-                raise ActionDenied("refused: decision already used", action_id=action.action_id, by="shim")
-            self._used_decisions.add(decision.decision_id)
+            self._accept_decision(decision, action.action_id, actual)
         if self._killed is not None:
             raise SessionKilled(self._killed.reason, by=self._killed.by)
         self._enqueue(encode(Started(action_id=action.action_id, digest=actual, started_at=_now_ms())))
         return Approved(action=action, digest=actual, decision=decision)
+
+    def _refuse(self, decision: Decision, action_id: str, code: str, message: str) -> ActionDenied:
+        """Report a refused decision to the hub (which audits it); return the error to raise."""
+        with contextlib.suppress(ActionDenied, ValueError):
+            self._enqueue(
+                encode(
+                    DecisionRefused(
+                        action_id=action_id,
+                        decision_id=decision.decision_id,
+                        code=code,  # type: ignore[arg-type]
+                        message=message[:4000],
+                    )
+                )
+            )
+        log.error("towerctl shim: refused decision %s for %s: %s", decision.decision_id, action_id, message)
+        return ActionDenied(f"refused: {message}", action_id=action_id, by="shim")
+
+    def _accept_decision(self, decision: Decision, action_id: str, digest: str) -> None:
+        """An approval is used only if the pinned hub key signed it, for this
+        session's action and digest, before its expiry, and only once."""
+        if decision.digest != digest:
+            raise self._refuse(
+                decision, action_id, "wrong_digest", "the approval is for another digest than the action's"
+            )
+        key = self.hub_key
+        if not decision.signature or key is None:
+            raise self._refuse(
+                decision, action_id, "unsigned", "the approval is not signed by a known hub key"
+            )
+        if not ed25519.verify(key, decision.signing_bytes(), bytes.fromhex(decision.signature)):
+            raise self._refuse(decision, action_id, "bad_signature", "the approval's signature is invalid")
+        if decision.session_id != self.session_id or decision.action_id != action_id:
+            raise self._refuse(
+                decision, action_id, "wrong_session", "the approval is for another session's action"
+            )
+        if decision.expires_at is None or decision.expires_at <= _now_ms():
+            raise self._refuse(decision, action_id, "expired", "the approval has expired")
+        if decision.decision_id in self._used_decisions:
+            raise self._refuse(decision, action_id, "replayed", "the approval was already used")
+        self._used_decisions.add(decision.decision_id)
 
     def report(self, approved: Approved, *, error: str = "") -> None:
         """Queue the outcome report for an action that was admitted."""

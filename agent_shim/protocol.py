@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from agent_shim.canonical import ACTION_DIGEST_TAG, tagged_digest
+from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json, tagged_digest
 from agent_shim.policy import EnvPolicy, Rule
 from agent_shim.types import Kind, Risk, Verdict
 
@@ -30,6 +30,12 @@ Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,80}$")]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Signature = Annotated[str, Field(pattern=r"^(|[0-9a-f]{128})$")]
+KeyId = Annotated[str, Field(pattern=r"^(|[0-9a-f]{16})$")]
+PublicKeyHex = Annotated[str, Field(pattern=r"^(|[0-9a-f]{64})$")]
+#: Domain tag of a decision signature: never valid as a checkpoint signature
+#: (``towerctl/checkpoint/v1``) or anything else the hub's key signs.
+DECISION_SIG_TAG: Final = b"towerctl/decision/v1\x00"
 Text = Annotated[str, Field(max_length=4096)]
 LongText = Annotated[str, Field(max_length=65536)]
 Millis = Annotated[int, Field(ge=0, le=2**53)]
@@ -117,6 +123,18 @@ class Report(BaseModel):
     finished_at: Millis
 
 
+class DecisionRefused(BaseModel):
+    """The shim refused a decision it received (bad signature, wrong session,
+    wrong digest, expired, replayed); the hub records it in the audit log."""
+
+    model_config = _STRICT
+    type: Literal["decision_refused"] = "decision_refused"
+    action_id: Id
+    decision_id: Id | None = None
+    code: Literal["bad_signature", "unsigned", "wrong_session", "wrong_digest", "expired", "replayed"]
+    message: Text = ""
+
+
 class SelfPaused(BaseModel):
     """The shim paused itself (rate limit) and wants operators to know."""
 
@@ -125,7 +143,9 @@ class SelfPaused(BaseModel):
     reason: Text
 
 
-AgentMessage = Annotated[AgentHello | Propose | Started | Report | SelfPaused, Field(discriminator="type")]
+AgentMessage = Annotated[
+    AgentHello | Propose | Started | Report | SelfPaused | DecisionRefused, Field(discriminator="type")
+]
 
 # --------------------------------------------------------------------------
 # hub -> agent
@@ -140,6 +160,10 @@ class Welcome(BaseModel):
     policy_version: Count
     paused: bool = False
     killed: bool = False
+    #: The hub's Ed25519 public key (hex of the raw 32 bytes) that signs
+    #: decisions. A shim with a pinned key ignores this (it only logs a
+    #: mismatch); one without uses it trust-on-first-use.
+    hub_key: PublicKeyHex = ""
 
 
 class PolicyUpdate(BaseModel):
@@ -162,6 +186,13 @@ class Ack(BaseModel):
 
 
 class Decision(BaseModel):
+    """An operator's (or the hub's timeout's) decision on one pending action.
+
+    ``signature`` is the hub's Ed25519 signature over ``signing_bytes()``;
+    the shim runs an approval only if it verifies with the pinned key, names
+    this session, this digest, has not expired and was not used before.
+    """
+
     model_config = _STRICT
     type: Literal["decision"] = "decision"
     decision_id: Id
@@ -170,6 +201,28 @@ class Decision(BaseModel):
     verdict: Literal["approved", "denied", "expired"]
     operator: Name
     reason: Text = ""
+    session_id: Id | None = None
+    expires_at: Millis | None = None
+    key_id: KeyId = ""
+    signature: Signature = ""
+
+    def signing_bytes(self) -> bytes:
+        """Domain tag + canonical JSON of the fields the signature covers.
+
+        ``reason`` is not covered: it is free text shown to people and does
+        not change what may run.
+        """
+        return DECISION_SIG_TAG + canonical_json(
+            {
+                "decision_id": self.decision_id,
+                "action_id": self.action_id,
+                "session_id": self.session_id,
+                "digest": self.digest,
+                "verdict": self.verdict,
+                "operator": self.operator,
+                "expires_at": self.expires_at,
+            }
+        )
 
 
 class Control(BaseModel):

@@ -16,7 +16,7 @@ from typing import Final
 DEFAULT_PORT: Final = 7340
 DEFAULT_URL: Final = f"ws://127.0.0.1:{DEFAULT_PORT}"
 _CONFIG_KEYS: Final = frozenset(
-    {"url", "token", "agent", "env", "db", "theme", "operator_token", "agent_token"}
+    {"url", "token", "agent", "env", "db", "theme", "operator_token", "agent_token", "hub_key"}
 )
 
 
@@ -62,6 +62,28 @@ def url_file() -> Path:
     return data_dir() / "hub.url"
 
 
+def public_key_file(key: Path) -> Path:
+    """Where a hub publishes the public half of ``key`` (hex, mode 0644)."""
+    return key.with_name(key.name + ".pub")
+
+
+def hub_key_file() -> Path:
+    """The hub public key that ``serve`` announces in the data dir, for shims
+    started by ``exec`` to pin (like ``hub.url``)."""
+    return data_dir() / "hub-key.pub"
+
+
+def write_public(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with world-readable ``text`` (public data)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def write_private(path: Path, text: str) -> None:
     """Create ``path`` with mode 0600 from the start (no window where it is readable)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -94,6 +116,8 @@ class Settings:
     token: str
     agent: str
     env: str
+    #: The hub's public key to pin (hex or base64), "" when none was found.
+    hub_key: str = ""
 
 
 def resolve(
@@ -103,6 +127,7 @@ def resolve(
     agent: str | None = None,
     env: str | None = None,
     role: str = "admin",
+    hub_key: str | None = None,
 ) -> Settings:
     """Flags beat ``TOWER_*`` variables, which beat the config file, which beats defaults.
 
@@ -134,4 +159,26 @@ def resolve(
         token=found_token or "",
         agent=pick(agent, "TOWER_AGENT", "agent") or default_agent,
         env=pick(env, "TOWER_ENV", "env") or "dev",
+        hub_key=resolve_hub_key(hub_key, file.get("hub_key")),
     )
+
+
+def resolve_hub_key(flag: str | None = None, from_file: str | None = None) -> str:
+    """Flag, then ``TOWER_HUB_KEY``, then the config file's ``hub_key``, then the
+    key file ``serve`` wrote in the data dir or the one every hub writes beside
+    its signing key (``up`` uses the default one), whichever was written last,
+    like ``hub.url`` names the hub started last. "" when none exists: the shim
+    then falls back to trust-on-first-use and says so."""
+    for value in (flag, os.environ.get("TOWER_HUB_KEY"), from_file):
+        if value:
+            return value.strip()
+    found: list[tuple[float, str]] = []
+    for path in (hub_key_file(), public_key_file(default_key(default_db()))):
+        try:
+            mtime = path.stat().st_mtime
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text:
+            found.append((mtime, text))
+    return max(found)[1] if found else ""

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
+from ssl import SSLContext
 from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from agent_shim.client import client_ssl_context
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import (
     MAX_MESSAGE_BYTES,
@@ -62,8 +64,19 @@ def operator_url(url: str) -> str:
 class OperatorClient:
     """``async with OperatorClient(url, token) as op:`` — connected and synced."""
 
-    def __init__(self, url: str, token: str, *, client: str = "towerctl", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        client: str = "towerctl",
+        timeout: float = 10.0,
+        ssl: SSLContext | None = None,
+    ) -> None:
+        """``ssl`` is the TLS context for ``wss://`` (default: the system CAs,
+        or the PEM file named by ``TOWER_CA``)."""
         self.url = operator_url(url)
+        self._ssl = client_ssl_context(self.url, ssl)
         self._token = token
         self._client = client
         self._timeout = timeout
@@ -100,6 +113,7 @@ class OperatorClient:
                 proxy=None,
                 max_size=16 * MAX_MESSAGE_BYTES,
                 open_timeout=self._timeout,
+                ssl=self._ssl,
             )
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""

@@ -131,3 +131,96 @@ def export_audit(db_path: Path) -> Iterator[dict[str, object]]:
                 yield rec
         except sqlite3.Error as exc:
             raise AuditReadError(f"cannot read the audit log: {exc}") from exc
+
+
+CHECKPOINT_FORMAT = "towerctl-checkpoint/v1"
+
+
+def latest_checkpoint(db_path: Path) -> CheckpointRow | None:
+    with closing(open_readonly(db_path)) as conn:
+        try:
+            sql = _CHECKPOINT_SQL.replace("ORDER BY seq", "ORDER BY seq DESC LIMIT 1")
+            row = conn.execute(sql).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditReadError(f"cannot read the checkpoints: {exc}") from exc
+    return _checkpoint_row(row) if row is not None else None
+
+
+def checkpoint_document(cp: CheckpointRow, public_key: Ed25519PublicKey) -> dict[str, object]:
+    """What ``audit checkpoint --export`` writes: the signed checkpoint and the
+    public key that verifies it, to keep somewhere the hub host cannot reach."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "seq": cp.seq,
+        "hash": cp.hash,
+        "ts_ms": cp.ts_ms,
+        "key_id": cp.key_id,
+        "signature": cp.signature,
+        "public_key": raw.hex(),
+    }
+
+
+def load_checkpoint_document(path: Path) -> tuple[CheckpointRow, Ed25519PublicKey]:
+    """Read an exported checkpoint; raises ``AuditReadError`` unless it is well
+    formed and its signature verifies with the public key it carries."""
+    from towerctl.audit.signing import key_id, verify_checkpoint
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuditReadError(f"cannot read checkpoint file {path}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise AuditReadError(f"{path} is not a {CHECKPOINT_FORMAT} file")
+    try:
+        seq, hash_, ts_ms = doc["seq"], doc["hash"], doc["ts_ms"]
+        kid, signature, pub_hex = doc["key_id"], doc["signature"], doc["public_key"]
+        if type(seq) is not int or type(ts_ms) is not int:
+            raise TypeError("seq and ts_ms must be integers")
+        if not all(isinstance(v, str) for v in (hash_, kid, signature, pub_hex)):
+            raise TypeError("hash, key_id, signature and public_key must be strings")
+        public_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(pub_hex))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditReadError(f"{path}: malformed checkpoint: {exc}") from exc
+    cp = CheckpointRow(seq=seq, hash=hash_, ts_ms=ts_ms, key_id=kid, signature=signature)
+    if kid != key_id(public_key) or not verify_checkpoint(public_key, seq, hash_, signature):
+        raise AuditReadError(f"{path}: the checkpoint's signature does not verify")
+    return cp, public_key
+
+
+def verify_against_checkpoint(
+    db_path: Path, checkpoint: CheckpointRow, public_key: Ed25519PublicKey
+) -> VerifyResult:
+    """Verify the log with the exported checkpoint's key (not the one on the
+    hub host) and the exported checkpoint added to the stored ones: a chain
+    that was cut below it, or rewritten up to it, fails even if the
+    checkpoints table was rewritten too."""
+    with closing(open_readonly(db_path)) as conn:
+        try:
+            conn.execute("BEGIN")
+            try:
+                stored = [_checkpoint_row(r) for r in conn.execute(_CHECKPOINT_SQL)]
+                rows = (_audit_row(r) for r in conn.execute(_AUDIT_SQL))
+                # The exported checkpoint goes last so that it wins over a stored
+                # one claiming the same seq.
+                others = [c for c in stored if c.seq != checkpoint.seq]
+                same = [c for c in stored if c.seq == checkpoint.seq]
+                result = verify(rows, [*others, checkpoint], public_key)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise AuditReadError(f"cannot read the audit log: {exc}") from exc
+    if result.ok and any(c.hash != checkpoint.hash or c.signature != checkpoint.signature for c in same):
+        from towerctl.audit.chain import REWRITTEN
+
+        return VerifyResult(
+            ok=False,
+            records=result.records,
+            checkpoints=result.checkpoints,
+            first_bad_seq=checkpoint.seq,
+            problem=REWRITTEN,
+            checkpoints_verified=True,
+        )
+    return result

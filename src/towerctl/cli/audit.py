@@ -30,14 +30,44 @@ def audit() -> None:
 @click.option(
     "--key", type=click.Path(dir_okay=False), default=None, help="Signing key (default: beside the db)."
 )
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Also check against a checkpoint exported with `audit checkpoint --export` "
+    "(its public key is used, not the one on this host).",
+)
 @json_option
-def verify(db: str | None, key: str | None, as_json: bool) -> None:
-    """Exit 0 when the chain is intact; otherwise name the first bad record."""
-    from towerctl.audit.verify import verify_database
+def verify(db: str | None, key: str | None, checkpoint_file: str | None, as_json: bool) -> None:
+    """Exit 0 when the chain is intact; otherwise name the first bad record.
+
+    With --checkpoint, a log cut below the exported checkpoint, or rewritten up
+    to it, is detected even if whoever did it also rewrote the checkpoints
+    table (they would need the private key to forge the exported one).
+    """
+    from towerctl.audit.signing import KeyFileError, load_public_key
+    from towerctl.audit.verify import (
+        AuditReadError,
+        load_checkpoint_document,
+        verify_against_checkpoint,
+        verify_database,
+    )
 
     path = _db(db)
     key_path = Path(key) if key else default_key(path)
-    result = verify_database(path, key_path if key_path.exists() else None)
+    try:
+        if checkpoint_file is not None:
+            cp, public_key = load_checkpoint_document(Path(checkpoint_file))
+            if key:
+                local = load_public_key(key_path)
+                if local.public_bytes_raw() != public_key.public_bytes_raw():
+                    fail(f"{key_path} is not the key that signed {checkpoint_file}", 2)
+            result = verify_against_checkpoint(path, cp, public_key)
+        else:
+            result = verify_database(path, key_path if key_path.exists() else None)
+    except (AuditReadError, KeyFileError) as exc:
+        fail(str(exc), 2)
     if as_json:
         emit_json(
             {
@@ -53,6 +83,54 @@ def verify(db: str | None, key: str | None, as_json: bool) -> None:
     else:
         click.echo(f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}", err=True)
     sys.exit(0 if result.ok else 1)
+
+
+@audit.command()
+@db_option
+@click.option(
+    "--key", type=click.Path(dir_okay=False), default=None, help="Signing key (default: beside the db)."
+)
+@click.option(
+    "--export",
+    "export_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    required=True,
+    help="Write the latest signed checkpoint as JSON to this file ('-' for stdout).",
+)
+def checkpoint(db: str | None, key: str | None, export_file: str) -> None:
+    """Export the latest signed checkpoint (seq, hash, ts, key_id, signature,
+    public key) for off-box storage; `audit verify --checkpoint FILE` checks
+    the log against it later.
+
+    The chain is verified first: a checkpoint of a broken log is not exported.
+    """
+    from towerctl.audit.signing import KeyFileError, load_public_key, verify_checkpoint
+    from towerctl.audit.verify import AuditReadError, checkpoint_document, latest_checkpoint, verify_database
+
+    path = _db(db)
+    key_path = Path(key) if key else default_key(path)
+    try:
+        public_key = load_public_key(key_path)
+        result = verify_database(path, key_path)
+        cp = latest_checkpoint(path)
+    except (AuditReadError, KeyFileError) as exc:
+        fail(str(exc), 2)
+    if not result.ok:
+        fail(f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}; not exporting", 1)
+    if cp is None:
+        return fail(
+            "no signed checkpoint yet (the hub writes one every N records, on prod decisions, at shutdown)",
+            1,
+        )
+    if not verify_checkpoint(public_key, cp.seq, cp.hash, cp.signature):
+        fail(f"checkpoint {cp.seq} does not verify with {key_path}", 1)
+    text = json.dumps(checkpoint_document(cp, public_key), indent=2, sort_keys=True) + "\n"
+    if export_file == "-":
+        click.echo(text, nl=False)
+    else:
+        out = Path(export_file)
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"checkpoint at record {cp.seq} written to {out}", err=True)
 
 
 @audit.command()

@@ -41,6 +41,7 @@ async def _run(
     target: str,
     rollback: str,
     dry_run: str,
+    hub_key: str = "",
 ) -> int:
     from agent_shim import Action, ActionDenied, SessionKilled, Shim, new_action_id
 
@@ -52,7 +53,13 @@ async def _run(
             if proc.returncode is None:
                 proc.terminate()
 
-    shim = Shim(url, token, agent=agent, env=env, connect_timeout=3.0, on_kill=on_kill)
+    try:
+        shim = Shim(
+            url, token, agent=agent, env=env, connect_timeout=3.0, on_kill=on_kill, hub_key=hub_key or None
+        )
+    except ValueError as exc:
+        click.echo(f"towerctl: denied: bad hub key: {exc}", err=True)
+        return EXIT_DENIED
     await shim.start()
     try:
         action = Action(
@@ -148,6 +155,7 @@ def exec_cmd(
             target,
             rollback,
             dry_run,
+            settings.hub_key,
         )
     )
     sys.exit(code)

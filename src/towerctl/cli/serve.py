@@ -13,7 +13,15 @@ from typing import IO
 import click
 
 from towerctl.cli.common import db_option, fail
-from towerctl.config import DEFAULT_PORT, default_db, default_key, token_file, url_file, write_private
+from towerctl.config import (
+    DEFAULT_PORT,
+    default_db,
+    default_key,
+    hub_key_file,
+    url_file,
+    write_private,
+    write_public,
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -26,20 +34,17 @@ def is_loopback(host: str) -> bool:
 
 
 async def bootstrap_tokens(db: Path, key: Path) -> list[Path]:
-    """First start with no tokens: create an admin and an agent token, files mode 0600."""
+    """Make the local admin and agent token files valid for this database (files mode 0600).
+
+    Token files another database in the same data directory wrote are
+    registered, not replaced, so `serve --db X` never breaks `up`'s tokens.
+    """
     from towerctl.store import Store
-    from towerctl.tokens import create_token
+    from towerctl.tokens import ensure_local_tokens
 
     store = await Store.open(db, key_path=key)
     try:
-        if await store.tokens():
-            return []
-        written = []
-        for role, name in (("admin", "local-admin"), ("agent", "local-agent")):
-            token = await create_token(store, role=role, name=name, envs=(), actor="serve")
-            path = token_file(role)
-            write_private(path, token + "\n")
-            written.append(path)
+        _, written = await ensure_local_tokens(store, actor="serve")
         return written
     finally:
         await store.close()
@@ -54,6 +59,8 @@ async def serve_forever(
     ssl_ctx: ssl.SSLContext | None,
     synchronous: str,
     announce: bool = True,
+    webhook: str | None = None,
+    webhook_after: float = 60.0,
 ) -> None:
     from agent_shim.policy import parse_policy_toml
     from towerctl.hub.server import Hub, HubConfig
@@ -61,18 +68,32 @@ async def serve_forever(
     policy = parse_policy_toml(policy_text) if policy_text is not None else None
     hub = Hub(
         HubConfig(
-            host=host, port=port, db_path=db, key_path=key, synchronous=synchronous, ssl_context=ssl_ctx
+            host=host,
+            port=port,
+            db_path=db,
+            key_path=key,
+            synchronous=synchronous,
+            ssl_context=ssl_ctx,
+            webhook_url=webhook,
+            webhook_after_s=webhook_after,
         )
     )
     await hub.start(policy)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if announce:
-        write_private(url_file(), hub.url + "\n")
-        click.echo(f"towerctl hub listening on {hub.url} (db {db})", err=True)
+    # Everything after start() is inside the try: a failure announcing the hub
+    # must stop it (its writer thread would otherwise keep the process alive
+    # with SIGTERM handled by a loop that no longer runs).
     try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if announce:
+            write_private(url_file(), hub.url + "\n")
+            write_public(hub_key_file(), hub.public_key_hex + "\n")
+            click.echo(f"towerctl hub listening on {hub.url} (db {db})", err=True)
+            click.echo(
+                f"hub key (pin with TOWER_HUB_KEY): {hub.public_key_hex} in {hub_key_file()}", err=True
+            )
         await stop.wait()
     finally:
         await hub.stop()
@@ -103,6 +124,21 @@ async def serve_forever(
     show_default=True,
     help="SQLite durability: full survives power loss.",
 )
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line on stderr.")
+@click.option(
+    "--webhook",
+    default=None,
+    metavar="URL",
+    help='POST {"text": …} (Slack-compatible) when an approval waits too long with nobody deciding.',
+)
+@click.option(
+    "--webhook-after",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an approval may wait before the webhook is called (once per action).",
+)
 def serve(
     host: str,
     port: int,
@@ -113,8 +149,17 @@ def serve(
     tls_key: str | None,
     insecure: bool,
     synchronous: str,
+    log_json: bool,
+    webhook: str | None,
+    webhook_after: float,
 ) -> None:
-    """Run the hub: /agent and /operator websockets and GET /healthz on one port."""
+    """Run the hub: /agent and /operator websockets, GET /healthz and GET /metrics on one port."""
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        fail("--webhook must be an http:// or https:// URL", 2)
+    if log_json:
+        from towerctl.logjson import configure
+
+        configure()
     if not is_loopback(host) and not tls_cert and not insecure:
         fail(f"refusing to bind {host} without TLS: pass --tls-cert/--tls-key, or --insecure", 2)
     ssl_ctx = None
@@ -138,7 +183,19 @@ def serve(
     for path in written:
         click.echo(f"created {path.stem} token: {path} (mode 0600)", err=True)
     try:
-        asyncio.run(serve_forever(host, port, db_path, key_path, policy_text, ssl_ctx, synchronous.upper()))
+        asyncio.run(
+            serve_forever(
+                host,
+                port,
+                db_path,
+                key_path,
+                policy_text,
+                ssl_ctx,
+                synchronous.upper(),
+                webhook=webhook,
+                webhook_after=webhook_after,
+            )
+        )
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
     sys.exit(0)

@@ -31,6 +31,7 @@ from agent_shim.protocol import (
     AgentHello,
     AgentMessageAdapter,
     Decide,
+    DecisionRefused,
     ErrorMsg,
     Freeze,
     OperatorHello,
@@ -48,9 +49,13 @@ from agent_shim.protocol import (
     decode,
     encode,
 )
-from towerctl.auth import Principal, hash_token, parse_bearer
+from towerctl.auth import Principal, hash_token, parse_bearer, same_hash
+from towerctl.config import public_key_file, write_public
 from towerctl.hub.fanout import OperatorConn
-from towerctl.hub.service import HubService, Refused, now_ms
+from towerctl.hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from towerctl.hub.metrics import HubMetrics
+from towerctl.hub.notify import ApprovalNotifier
+from towerctl.hub.service import DEFAULT_DECISION_TTL_S, HubService, Refused, now_ms
 from towerctl.store import Store, StoreError
 
 log = logging.getLogger("towerctl.hub")
@@ -67,6 +72,11 @@ class HubConfig:
     key_path: Path = Path("audit-signing.key")
     synchronous: str = "NORMAL"
     ssl_context: ssl.SSLContext | None = None
+    #: How long a signed approval stays usable by the shim.
+    decision_ttl_s: float = DEFAULT_DECISION_TTL_S
+    #: POST a Slack-compatible ``{"text": …}`` here when an approval waits longer than ``webhook_after_s``.
+    webhook_url: str | None = None
+    webhook_after_s: float = 60.0
 
 
 class Hub:
@@ -78,13 +88,20 @@ class Hub:
         self.service: HubService | None = None
         self._server: Server | None = None
         self._principals: dict[ServerConnection, Principal] = {}
+        self._bound_port: int | None = None
+        #: ``GET /metrics``: one registry per hub, surviving stop/start of this object.
+        self.metrics = HubMetrics(lambda: self.service)
+        self.notifier: ApprovalNotifier | None = None
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        """The bound port; still answers after ``stop()`` (for restarts on the same port)."""
+        if self._server is not None:
+            for sock in self._server.sockets:
+                self._bound_port = int(sock.getsockname()[1])
+        if self._bound_port is None:
             raise RuntimeError("hub not started")
-        sock = next(iter(self._server.sockets))
-        return int(sock.getsockname()[1])
+        return self._bound_port
 
     @property
     def url(self) -> str:
@@ -95,8 +112,10 @@ class Hub:
         self.store = await Store.open(
             self.config.db_path, key_path=self.config.key_path, synchronous=self.config.synchronous
         )
-        self.service = HubService(self.store)
+        self.service = HubService(self.store, decision_ttl_s=self.config.decision_ttl_s)
+        self.service.metrics = self.metrics
         await self.service.load()
+        self._write_public_key()
         if policy is not None:
             for env, pol in policy.environments.items():
                 current = self.service.reg.policies.get(env)
@@ -116,11 +135,40 @@ class Hub:
             ping_interval=20,
             ping_timeout=20,
             open_timeout=10,
+            # A peer that stops reading must not hold up shutdown for websockets' 10 s default.
+            close_timeout=2,
             ssl=self.config.ssl_context,
             server_header="towerctl",
         )
+        _ = self.port  # remember it: restarts on the same port ask after stop()
+        if self.config.webhook_url:
+            self.notifier = ApprovalNotifier(
+                self.config.webhook_url, self.config.webhook_after_s, lambda: self.service
+            )
+            self.notifier.start()
+
+    @property
+    def public_key_file(self) -> Path:
+        return public_key_file(self.config.key_path)
+
+    @property
+    def public_key_hex(self) -> str:
+        assert self.store is not None
+        return self.store.public_key_raw.hex()
+
+    def _write_public_key(self) -> None:
+        """Publish the decision/checkpoint public key beside the private key
+        (mode 0644: it is public) for shims to pin. Best effort: a read-only
+        directory must not stop the hub."""
+        try:
+            write_public(self.public_key_file, self.public_key_hex + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.public_key_file, exc)
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
+            self.notifier = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -142,17 +190,24 @@ class Hub:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return self._health(conn)
+        if path == "/metrics":
+            return self._metrics(conn)
         if path not in ("/agent", "/operator"):
-            return conn.respond(http.HTTPStatus.NOT_FOUND, "not found: use /agent, /operator or /healthz\n")
+            return conn.respond(
+                http.HTTPStatus.NOT_FOUND, "not found: use /agent, /operator, /healthz or /metrics\n"
+            )
         token = parse_bearer(request.headers.get("Authorization"))
         if token is None:
             return _unauthorized(conn, "missing bearer token\n")
         assert self.store is not None
+        presented = hash_token(token)
         try:
-            row = await self.store.token_by_hash(hash_token(token))
+            row = await self.store.token_by_hash(presented)
         except StoreError:
             return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "store unavailable\n")
-        if row is None:
+        # The lookup is by SHA-256 of the token (timing reveals nothing usable
+        # about the token itself); the final comparison is constant-time anyway.
+        if row is None or not same_hash(row.hash, presented):
             return _unauthorized(conn, "invalid or revoked token\n")
         principal = Principal(token_id=row.token_id, name=row.name, role=row.role, envs=tuple(row.envs))  # type: ignore[arg-type]
         if path == "/agent" and principal.role != "agent":
@@ -161,6 +216,11 @@ class Hub:
             return conn.respond(http.HTTPStatus.FORBIDDEN, "this endpoint needs an operator token\n")
         self._principals[conn] = principal
         return None
+
+    def _metrics(self, conn: ServerConnection) -> Response:
+        resp = conn.respond(http.HTTPStatus.OK, self.metrics.exposition().decode("utf-8"))
+        resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return resp
 
     def _health(self, conn: ServerConnection) -> Response:
         svc = self.service
@@ -254,6 +314,8 @@ class Hub:
                         await self.service.report(sess, msg)
                     elif isinstance(msg, SelfPaused):
                         await self.service.self_paused(sess, msg.reason)
+                    elif isinstance(msg, DecisionRefused):
+                        await self.service.decision_refused(sess, msg)
                     else:
                         raise ProtocolError("unexpected", "hello was already received")
                 except (ProtocolError, Refused) as exc:

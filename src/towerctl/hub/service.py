@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -31,6 +31,7 @@ from agent_shim.protocol import (
     Alert,
     Control,
     Decision,
+    DecisionRefused,
     FreezeEvent,
     PolicyEvent,
     PolicyInfo,
@@ -49,6 +50,9 @@ from towerctl.hub.fanout import Fanout
 from towerctl.hub.registry import LiveSession, PendingAction, Registry
 from towerctl.store import AlreadyDecided, Store, StoreError
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
+
+if TYPE_CHECKING:
+    from towerctl.hub.metrics import HubMetrics
 
 log = logging.getLogger("towerctl.hub")
 
@@ -89,11 +93,39 @@ def _row_to_info(row: ActionRow, sess: LiveSession | None) -> ActionInfo:
     )
 
 
+#: How long a signed decision stays valid for the shim (from when it was made).
+DEFAULT_DECISION_TTL_S = 120.0
+
+
 class HubService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, decision_ttl_s: float = DEFAULT_DECISION_TTL_S) -> None:
         self.store = store
         self.reg = Registry()
         self.fanout = Fanout()
+        self.decision_ttl_ms = int(decision_ttl_s * 1000)
+        #: Told of each new proposal and decision (``/metrics``); set by the Hub.
+        self.metrics: HubMetrics | None = None
+
+    def signed_decision(self, row: DecisionRow, session_id: str) -> Decision:
+        """The wire form of a stored decision, signed by the hub key.
+
+        ``expires_at`` is derived from ``decided_at``, and Ed25519 signatures
+        are deterministic, so re-sending a stored decision after a restart
+        yields the very same message (same id, same expiry, same signature).
+        """
+        unsigned = Decision(
+            decision_id=row.decision_id,
+            action_id=row.action_id,
+            digest=row.digest,
+            verdict=row.verdict,  # type: ignore[arg-type]
+            operator=row.operator,
+            reason=row.reason[:4000],
+            session_id=session_id,
+            expires_at=row.decided_at + self.decision_ttl_ms,
+            key_id=self.store.key_id,
+        )
+        sig = self.store.sign_decision(unsigned.signing_bytes())
+        return unsigned.model_copy(update={"signature": sig})
 
     # ------------------------------------------------------------ start-up
 
@@ -225,6 +257,7 @@ class HubService:
                     policy_version=version,
                     paused=sess.status == "paused",
                     killed=sess.status == "killed",
+                    hub_key=self.store.public_key_raw.hex(),
                 )
             )
         )
@@ -329,6 +362,8 @@ class HubService:
             created_at=ts,
             expires_at=expires_at,
         )
+        if self.metrics is not None:
+            self.metrics.on_proposed(info)
         if state == "pending":
             self.reg.pending[action.action_id] = PendingAction(info)
             sess.pending.add(action.action_id)
@@ -363,19 +398,7 @@ class HubService:
             raise Refused("conflict", "action id already used for a different action")
         decision = await self.store.decision(action_id)
         if decision is not None:
-            await self.send_agent(
-                sess,
-                encode(
-                    Decision(
-                        decision_id=decision.decision_id,
-                        action_id=action_id,
-                        digest=decision.digest,
-                        verdict=decision.verdict,  # type: ignore[arg-type]
-                        operator=decision.operator,
-                        reason=decision.reason,
-                    )
-                ),
-            )
+            await self.send_agent(sess, encode(self.signed_decision(decision, sess.session_id)))
             return
         pending = self.reg.pending.get(action_id)
         ack_state = state if state in ("allowed", "denied", "pending", "cancelled") else "allowed"
@@ -396,8 +419,8 @@ class HubService:
             raise Refused("unknown_action", "no such action in this session")
         if row.digest != msg.digest:
             raise Refused("digest_mismatch", "started digest differs from the proposed action")
-        if row.state == "running":
-            return
+        if row.state in ("running", "succeeded", "failed"):
+            return  # a re-sent started (after a reconnect)
         try:
             await self.store.action_state(
                 msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
@@ -446,6 +469,30 @@ class HubService:
         )
         self._announce_action(info)
         self._announce_session(sess)
+
+    async def decision_refused(self, sess: LiveSession, msg: DecisionRefused) -> None:
+        """The shim would not use a decision: record it and raise the alarm.
+
+        Only for an action of this session: an agent cannot fill the log with
+        refusals of things it never proposed (each such attempt is a strike).
+        """
+        row = await self.store.action(msg.action_id)
+        if row is None or row.session_id != sess.session_id:
+            raise Refused("unknown_action", "no such action in this session")
+        await self.store.audit_note(
+            "decision.refused_by_shim",
+            actor=f"agent:{sess.agent}",
+            data={"decision_id": msg.decision_id, "code": msg.code, "message": msg.message},
+            ts_ms=now_ms(),
+            session_id=sess.session_id,
+            action_id=msg.action_id,
+        )
+        self.alert(
+            "critical",
+            f"{sess.agent}@{sess.env} refused decision {msg.decision_id or '?'} for action "
+            f"{msg.action_id}: {msg.code} {msg.message}"[:4000],
+            sess.session_id,
+        )
 
     async def self_paused(self, sess: LiveSession, reason: str) -> None:
         await self._pause_for(sess, "rate", reason, by=f"agent:{sess.agent}", notify_agent=False)
@@ -523,6 +570,12 @@ class HubService:
             if pending.timer is not None:
                 pending.timer.cancel()
             self.reg.pending.pop(aid, None)
+            if self.metrics is not None:
+                self.metrics.on_decided(info, verdict, ts)
+            if info.env == "prod":
+                # Pin every prod decision under a signed checkpoint at once,
+                # not only every N records.
+                await self.store.checkpoint()
         finally:
             self.reg.deciding.pop(aid, None)
         sess = self.reg.sessions.get(info.session_id)
@@ -534,19 +587,7 @@ class HubService:
             sess.pending.discard(aid)
             if verdict == "approved":
                 sess.current_action = info.action.command
-            await self.send_agent(
-                sess,
-                encode(
-                    Decision(
-                        decision_id=decision.decision_id,
-                        action_id=aid,
-                        digest=info.digest,
-                        verdict=verdict,  # type: ignore[arg-type]
-                        operator=operator,
-                        reason=reason,
-                    )
-                ),
-            )
+            await self.send_agent(sess, encode(self.signed_decision(decision, info.session_id)))
             self._announce_session(sess)
 
     # ------------------------------------------------------ session control

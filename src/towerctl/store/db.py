@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import aiosqlite
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent_shim.protocol import DECISION_SIG_TAG
 from towerctl.audit.chain import VerifyResult
 from towerctl.audit.verify import AuditReadError, open_readonly, verify_connection
 from towerctl.store import ops
@@ -70,12 +72,18 @@ class Store:
     the final checkpoint)."""
 
     def __init__(
-        self, path: Path, writer: Writer, reader: aiosqlite.Connection, public_key: Ed25519PublicKey
+        self,
+        path: Path,
+        writer: Writer,
+        reader: aiosqlite.Connection,
+        public_key: Ed25519PublicKey,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
         self._public_key = public_key
+        self._signing_key = signing_key
         self._closing = False
 
     @classmethod
@@ -110,7 +118,7 @@ class Store:
             await writer.stop()
             raise StoreError(f"cannot open {path} for reading: {exc}") from exc
         tx = writer.tx
-        return cls(path, writer, reader, tx.key.public_key())
+        return cls(path, writer, reader, tx.key.public_key(), tx.key)
 
     async def close(self) -> None:
         """Sign a last checkpoint over everything written, then release the file."""
@@ -134,6 +142,32 @@ class Store:
     @property
     def public_key(self) -> Ed25519PublicKey:
         return self._public_key
+
+    @property
+    def public_key_raw(self) -> bytes:
+        """The raw 32 bytes of the public key (what shims pin, as hex or base64)."""
+        return self._public_key.public_bytes(
+            encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+        )
+
+    @property
+    def key_id(self) -> str:
+        from towerctl.audit.signing import key_id
+
+        return key_id(self._public_key)
+
+    def sign_decision(self, message: bytes) -> str:
+        """Sign a decision's ``signing_bytes()`` with the hub key (hex signature).
+
+        The same key signs audit checkpoints; only messages under the decision
+        domain tag are accepted here, so this can never be made to produce a
+        checkpoint signature.
+        """
+        if not message.startswith(DECISION_SIG_TAG):
+            raise StoreError("refusing to sign: not a decision message")
+        if self._signing_key is None:
+            raise StoreError("this store has no signing key")
+        return self._signing_key.sign(message).hex()
 
     async def _write(self, op: Callable[[Tx], T]) -> T:
         if self._closing:
