@@ -1,0 +1,1 @@
+"""Benchmarks: run as scripts (`python bench/NAME.py`), never as timed tests."""
