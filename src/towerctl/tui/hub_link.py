@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from agent_shim.protocol import PROTOCOL_VERSION, HubToOperator, OperatorWelcome
+from agent_shim.protocol import PROTOCOL_VERSION, ActionEvent, HubToOperator, OperatorWelcome
 from towerctl.operator import OperatorClient, OperatorError
-from towerctl.tui.state import LinkStatus
+from towerctl.tui.state import MAX_ACTIONS, LinkStatus
 
 MIN_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 10.0
@@ -24,8 +25,30 @@ MAX_BACKOFF_S: Final = 10.0
 ClientFactory = Callable[[str, str], OperatorClient]
 
 
+class ConsoleClient(OperatorClient):
+    """The operator client as the console runs it: its copy of finished actions is bounded.
+
+    OperatorClient keeps every action it has seen (fine for a CLI command that
+    lives for seconds). A console runs for hours at hundreds of actions a
+    second, and the console's own state already keeps the recent ones
+    (``MAX_ACTIONS``), so the client keeps pending actions and about as many
+    finished ones. (Left unbounded, memory grows and so does every full garbage
+    collection, which stops the event loop: 1,200 more objects each second.)
+    """
+
+    keep_actions: int = MAX_ACTIONS
+
+    def _apply(self, msg: HubToOperator) -> None:
+        super()._apply(msg)
+        if isinstance(msg, ActionEvent) and len(self.actions) > self.keep_actions + 1000:
+            excess = len(self.actions) - self.keep_actions
+            for aid in list(itertools.islice(self.actions, excess)):  # oldest first
+                if aid not in self.pending:
+                    del self.actions[aid]
+
+
 def default_client_factory(url: str, token: str) -> OperatorClient:
-    return OperatorClient(url, token, client="towerctl-tui")
+    return ConsoleClient(url, token, client="towerctl-tui")
 
 
 def _refused(exc: OperatorError) -> bool:

@@ -2,10 +2,12 @@
 
 Data flows down and requests flow up. The app owns the hub connection and the
 state; it tells views what changed with :class:`StateUpdated` and, for the
-approval view, :class:`ActionDecided`. Views never call the hub: they post a
-``*Requested`` message that bubbles to the app, which sends it in a worker and
+approval view, :class:`ActionDecided`. Views never call the hub: they hand a
+:class:`Request` to the app (``send_request``), which sends it in a worker and
 answers the requester with :class:`RequestFinished`, so that no keypress ever
-waits on the network.
+waits on the network. (A direct call rather than a message that bubbles up:
+under load each message hop waits a turn of the event loop, and a decision
+should not.)
 """
 
 from __future__ import annotations
@@ -108,14 +110,6 @@ class PolicyOp(Request):
 
     def describe(self) -> str:
         return f"apply policy for {self.env}"
-
-
-class HubRequested(Message):
-    """A view wants something done on the hub; the app sends it without blocking the view."""
-
-    def __init__(self, request: Request) -> None:
-        super().__init__()
-        self.request = request
 
 
 class RequestFinished(Message, bubble=False):

@@ -17,6 +17,7 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Final, Protocol
+from weakref import WeakKeyDictionary
 
 from rich.color import Color as RichColor
 from rich.color import ColorParseError
@@ -24,6 +25,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.color import Color
 from textual.color import ColorParseError as TextualColorParseError
+from textual.widget import Widget
 
 from agent_shim.protocol import ActionInfo, SessionInfo
 from towerctl.textsafe import safe_text
@@ -31,6 +33,22 @@ from towerctl.textsafe import safe_text
 PROD_MARKER: Final = "▲PROD"
 FROZEN_MARKER: Final = "❄"
 _PROD_RE: Final = re.compile(r"(^|[-_.])prod(uction)?($|[-_.])", re.IGNORECASE)
+
+
+def same_text(a: Text, b: Text) -> bool:
+    """Whether two texts look the same (``Text.__eq__`` ignores the base style and justify)."""
+    return a.plain == b.plain and a.style == b.style and a.spans == b.spans and a.justify == b.justify
+
+
+_TITLES: WeakKeyDictionary[Widget, object] = WeakKeyDictionary()
+
+
+def set_border_title(widget: Widget, title: str | Text) -> None:
+    """Set ``widget``'s border title if it differs: Textual repaints the whole widget on every set."""
+    key = title if isinstance(title, str) else (title.plain, str(title.style), tuple(title.spans))
+    if _TITLES.get(widget) != key:
+        _TITLES[widget] = key
+        widget.border_title = title
 
 
 class Clock(Protocol):

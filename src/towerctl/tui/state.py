@@ -38,6 +38,9 @@ FEED_LENGTH: Final = 300
 LinkStatus = Literal["connecting", "connected", "reconnecting", "refused", "offline"]
 
 
+FeedKind = Literal["action", "session", "alert"]
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
     """One line of a session's live feed; ``seq`` orders entries across sessions."""
@@ -45,10 +48,17 @@ class FeedEntry:
     seq: int
     ts_ms: int
     session_id: str
-    kind: Literal["action", "session", "alert"]
+    kind: FeedKind
     state: str
     action_id: str = ""
     note: str = ""
+
+
+#: How a feed entry is stored: (seq, ts_ms, kind, state, action_id, note). A plain
+#: tuple of ints and strings, because the garbage collector stops tracking those
+#: after one pass, and 500 sessions keep up to 150,000 entries that a full
+#: collection would otherwise walk every time (a pause the operator feels).
+FeedRow = tuple[int, int, FeedKind, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +135,7 @@ class TowerState:
         self.policies: dict[str, PolicyInfo] = {}
         self.frozen: set[str] = set()
         self.operators: tuple[str, ...] = ()
-        self.feeds: dict[str, deque[FeedEntry]] = {}
+        self.feeds: dict[str, deque[FeedRow]] = {}
         self.link = Link()
         #: hub clock minus local clock, so countdowns agree with the hub's expiry.
         self.hub_offset_ms = 0
@@ -136,6 +146,8 @@ class TowerState:
         self.audit_ok: bool | None = None
         self.audit_records: list[AuditRecord] = []
         self.generation = 0
+        #: The generation of the last full delta (a view that missed it re-renders everything).
+        self.full_generation = 0
         self._local_now = now_ms
         self._seq = itertools.count(1)
         self._delta = Delta()
@@ -146,6 +158,21 @@ class TowerState:
         """Operators online other than me (the hub lists each connection's operator)."""
         seen = [o for o in self.operators if o != self.name]
         return sorted(set(seen))
+
+    def feed(self, session_id: str, after_seq: int = 0) -> list[FeedEntry]:
+        """``session_id``'s feed entries newer than ``after_seq``, oldest first."""
+        rows = self.feeds.get(session_id)
+        if not rows:
+            return []
+        newer: list[FeedRow] = []
+        for row in reversed(rows):  # new entries are at the end: stop at the first seen one
+            if row[0] <= after_seq:
+                break
+            newer.append(row)
+        return [
+            FeedEntry(seq, ts, session_id, kind, state, aid, note)
+            for seq, ts, kind, state, aid, note in reversed(newer)
+        ]
 
     def pending_oldest_first(self) -> list[ActionInfo]:
         return sorted(self.pending.values(), key=lambda a: (a.created_at, a.action.action_id))
@@ -182,6 +209,8 @@ class TowerState:
         delta, self._delta = self._delta, Delta()
         if delta:
             self.generation += 1
+            if delta.full:
+                self.full_generation = self.generation
         return delta
 
     def apply(self, msg: HubToOperator, now_ms: int) -> None:
@@ -270,26 +299,18 @@ class TowerState:
     def _feed(
         self,
         session_id: str,
-        kind: Literal["action", "session", "alert"],
+        kind: FeedKind,
         state: str,
         *,
         action_id: str = "",
         note: str = "",
         ts_ms: int | None = None,
     ) -> None:
-        entry = FeedEntry(
-            seq=next(self._seq),
-            ts_ms=ts_ms if ts_ms is not None else self._local_now + self.hub_offset_ms,
-            session_id=session_id,
-            kind=kind,
-            state=state,
-            action_id=action_id,
-            note=note,
-        )
+        when = ts_ms if ts_ms is not None else self._local_now + self.hub_offset_ms
         feed = self.feeds.get(session_id)
         if feed is None:
             feed = self.feeds[session_id] = deque(maxlen=FEED_LENGTH)
-        feed.append(entry)
+        feed.append((next(self._seq), when, kind, state, action_id, note))
         self._delta.feed_sessions.add(session_id)
 
     def _trim(self) -> None:

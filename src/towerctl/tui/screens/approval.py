@@ -5,6 +5,10 @@ approval can never apply to a command the operator did not see. When another
 operator decides first, this view says who and what and disables ``y``/``n``
 (the hub would refuse a second decision anyway; the point is that the operator
 is told, not left wondering why nothing happened).
+
+The app keeps one instance and shows each approval in it (``show_action``):
+building a screen (widgets, styles, footer) costs more than a hundred
+milliseconds, which an operator's ``y`` right after ``enter`` would wait for.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from agent_shim.protocol import ActionInfo
 from towerctl.tui.messages import ActionDecided, Decision, Request
-from towerctl.tui.render import agent_text, countdown, is_production
+from towerctl.tui.render import agent_text, countdown, is_production, same_text
 from towerctl.tui.screens.base import TowerScreen
 from towerctl.tui.screens.modals import ReasonScreen
 from towerctl.tui.state import Delta
 from towerctl.tui.widgets.action_detail import ActionDetail, banner_view
+from towerctl.tui.widgets.footer import TowerFooter
 
 
 class ApprovalScreen(TowerScreen):
@@ -33,18 +38,34 @@ class ApprovalScreen(TowerScreen):
     AUTO_FOCUS = "#approval-body"
     DYNAMIC_ACTIONS = ("approve", "deny")
 
+    # y and n are priority bindings: the app matches them when the key arrives,
+    # instead of after it has travelled to the focused widget and bubbled back
+    # up (four queue hops, each a turn of a busy event loop). Nothing on this
+    # screen takes typed text; the deny reason is typed on a screen of its own.
     BINDINGS = [
-        Binding("y", "approve", "Approve", tooltip="Approve exactly this command"),
-        Binding("n", "deny", "Deny…", tooltip="Deny, with a reason sent to the agent"),
+        Binding("y", "approve", "Approve", tooltip="Approve exactly this command", priority=True),
+        Binding("n", "deny", "Deny…", tooltip="Deny, with a reason sent to the agent", priority=True),
         Binding("escape", "back", "Back", tooltip="Back to the fleet"),
     ]
 
-    def __init__(self, action_id: str) -> None:
+    def __init__(self, action_id: str = "") -> None:
         super().__init__()
         self.action_id = action_id
         self._sending = False
         self._shown: ActionInfo | None = None
         self._error = ""
+        self._statics: dict[str, Text] = {}
+
+    def show_action(self, action_id: str) -> None:
+        """Show ``action_id`` from now on, as a freshly opened view would."""
+        self.action_id = action_id
+        self._sending, self._error, self._shown = False, "", None
+        self._synced_generation = -1  # re-rendered when shown (or now, if it is)
+        if self.is_mounted:
+            self.query_one("#approval-body", VerticalScroll).scroll_home(animate=False)
+            if self.is_visible:
+                self._resync()
+                self.update_bindings()
 
     def compose(self) -> ComposeResult:
         yield self.status_bar()
@@ -53,7 +74,7 @@ class ApprovalScreen(TowerScreen):
             yield Static(id="approval-clock")
         with VerticalScroll(id="approval-body"):
             yield ActionDetail(id="approval-detail")
-        yield Footer(compact=True)
+        yield TowerFooter()
 
     @property
     def info(self) -> ActionInfo | None:
@@ -64,8 +85,9 @@ class ApprovalScreen(TowerScreen):
     def sync(self, delta: Delta | None) -> None:
         info = self.info
         if info is None:
-            self.query_one("#approval-banner", Static).update(
-                Text(f"Action {self.action_id} is no longer known to this console.", Style(bold=True))
+            self._update_static(
+                "#approval-banner",
+                Text(f"Action {self.action_id} is no longer known to this console.", Style(bold=True)),
             )
             return
         if info != self._shown or delta is None or delta.full or delta.operators or delta.frozen:
@@ -85,17 +107,23 @@ class ApprovalScreen(TowerScreen):
             banner.append_text(agent_text(self._error, limit=200, style=Style(color=self.host.palette.error)))
         elif info.state == "pending" and not self.state.can_decide():
             banner.append(f"  (role {self.state.role or '?'}: view only)", Style(dim=True))
-        self.query_one("#approval-banner", Static).update(banner)
+        self._update_static("#approval-banner", banner)
 
     def tick(self) -> None:
         info = self.info
-        clock = self.query_one("#approval-clock", Static)
         if info is None or info.state != "pending":
-            clock.update("")
+            self._update_static("#approval-clock", Text())
             return
         left = Text("time left ", Style(dim=True))
         left.append_text(countdown(info.expires_at, self.host.hub_now_ms(), self.host.palette))
-        clock.update(left)
+        self._update_static("#approval-clock", left)
+
+    def _update_static(self, selector: str, text: Text) -> None:
+        """Update a Static only when its text changes (each update costs a layout pass)."""
+        if same_text(self._statics.get(selector, Text("\0")), text):
+            return
+        self._statics[selector] = text
+        self.query_one(selector, Static).update(text)
 
     @on(ActionDecided)
     def _decided(self, event: ActionDecided) -> None:
@@ -125,8 +153,7 @@ class ApprovalScreen(TowerScreen):
         if info is None or info.state != "pending":
             return
         self._sending, self._error = True, ""
-        self.update_bindings()
-        self._show_banner(info)
+        # Send first: the footer and banner can be redrawn while it travels.
         self.submit(
             Decision(
                 origin=self,
@@ -136,6 +163,8 @@ class ApprovalScreen(TowerScreen):
                 reason=reason,
             )
         )
+        self.update_bindings()
+        self._show_banner(info)
 
     def action_approve(self) -> None:
         self._send(True, "")

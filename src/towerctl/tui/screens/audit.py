@@ -16,11 +16,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Input, Static
 
+from towerctl.tui.render import set_border_title
 from towerctl.tui.screens.base import TowerScreen
 from towerctl.tui.state import Delta
 from towerctl.tui.widgets.audit_tables import ActionsTable, RecordsTable, filter_words
+from towerctl.tui.widgets.footer import TowerFooter
 
 
 class AuditScreen(TowerScreen):
@@ -48,7 +50,7 @@ class AuditScreen(TowerScreen):
             with ContentSwitcher(initial="audit-actions", id="audit-switcher"):
                 yield ActionsTable(id="audit-actions")
                 yield RecordsTable(id="audit-records")
-        yield Footer(compact=True)
+        yield TowerFooter()
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -61,11 +63,13 @@ class AuditScreen(TowerScreen):
             self.host.request_audit_refresh()  # new actions mean new records (throttled)
         actions = self.query_one(ActionsTable)
         actions.sync(self.state, delta, palette, clock)
-        actions.border_title = f"Actions seen by this console ({actions.row_count}/{len(self.state.actions)})"
+        shown = f"{actions.row_count}/{len(self.state.actions)}"
+        set_border_title(actions, f"Actions seen by this console ({shown})")
         if delta is None or delta.full or delta.audit:
             records = self.query_one(RecordsTable)
             records.sync(self.state.audit_records, clock)
-            records.border_title = f"Audit log records ({records.row_count}/{len(self.state.audit_records)})"
+            shown = f"{records.row_count}/{len(self.state.audit_records)}"
+            set_border_title(records, f"Audit log records ({shown})")
             self._show_chain()
 
     def _show_chain(self) -> None:

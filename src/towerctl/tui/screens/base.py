@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 from textual import on
 from textual.screen import Screen
 
-from towerctl.tui.messages import HubRequested, Request, RequestFinished, StateUpdated
+from towerctl.tui.messages import Request, RequestFinished, StateUpdated
 from towerctl.tui.render import Clock, Palette
 from towerctl.tui.state import Delta, TowerState
 from towerctl.tui.widgets.status_bar import StatusBar
@@ -35,6 +35,24 @@ class Host(Protocol):
     def syntax_theme(self) -> str: ...
 
     def request_audit_refresh(self) -> None: ...
+
+    def send_request(self, request: Request) -> None: ...
+
+
+def visible_screens(stack: list[Screen[object]]) -> list[Screen[object]]:
+    """The screens the operator can see: the top one, and below it while the one above is see-through.
+
+    (Textual's ``Screen.is_current`` also counts the screen under an opaque
+    one, which would keep a covered view updating and repainting for nothing.)
+    """
+    if not stack:
+        return []
+    visible = [stack[-1]]
+    for above, below in zip(reversed(stack), reversed(stack[:-1]), strict=False):
+        if above.styles.background.a >= 1:
+            break
+        visible.append(below)
+    return visible
 
 
 class TowerScreen(Screen[None]):
@@ -81,13 +99,26 @@ class TowerScreen(Screen[None]):
         self.sync(delta)
         self.query_one(StatusBar).show(self.state, self.host.palette)
 
+    def _resync(self) -> None:
+        """Catch up after missed batches: everything, re-rendered in full if a full delta was missed."""
+        missed_full = self.state.full_generation > self._synced_generation
+        self._refresh_all(Delta(full=True) if missed_full else None)
+
     def on_mount(self) -> None:
         self._refresh_all(None)
-        self.set_interval(1.0, self.tick, name="tick")
+        self.set_interval(1.0, self._tick, name="tick")
+
+    @property
+    def is_visible(self) -> bool:
+        return self in visible_screens(self.app.screen_stack)
+
+    def _tick(self) -> None:
+        if self.is_visible:  # a covered view catches up when it comes back
+            self.tick()
 
     def on_screen_resume(self) -> None:
         if self._synced_generation != self.state.generation:
-            self._refresh_all(None)
+            self._resync()
         self.update_bindings()
 
     @on(StateUpdated)
@@ -98,7 +129,7 @@ class TowerScreen(Screen[None]):
             self._refresh_all(event.delta, event.generation)
         else:
             # This view missed a batch (it was off screen): a delta cannot go on top.
-            self._refresh_all(None)
+            self._resync()
         self.update_bindings()
 
     @on(RequestFinished)
@@ -107,7 +138,7 @@ class TowerScreen(Screen[None]):
 
     def submit(self, request: Request) -> None:
         """Ask the app to send ``request`` to the hub; the answer comes back as RequestFinished."""
-        self.post_message(HubRequested(request))
+        self.host.send_request(request)
 
     def request_finished(self, request: Request, ok: bool, message: str) -> None:
         """The hub answered something this view asked for."""

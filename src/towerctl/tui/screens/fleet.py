@@ -15,16 +15,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 
 from agent_shim.protocol import SessionInfo
 from towerctl.tui.messages import ApprovalOpened, ControlOp, FreezeOp, SessionHighlighted, SessionOp
-from towerctl.tui.render import PROD_MARKER, agent_text, is_production
+from towerctl.tui.render import PROD_MARKER, agent_text, is_production, set_border_title
 from towerctl.tui.screens.base import TowerScreen
 from towerctl.tui.screens.modals import ConfirmScreen
 from towerctl.tui.state import Delta
 from towerctl.tui.widgets.feed import SessionFeed
 from towerctl.tui.widgets.fleet_table import FleetTable
+from towerctl.tui.widgets.footer import TowerFooter
 from towerctl.tui.widgets.pending_queue import PendingQueue
 
 KILL_REASON = "killed from the operator console"
@@ -45,39 +46,47 @@ class FleetScreen(TowerScreen):
         Binding("f", "freeze", "Freeze", tooltip="Freeze or unfreeze the selected session's environment"),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Kept, not queried: sync runs on every batch of hub events.
+        self._fleet = FleetTable(id="fleet")
+        self._queue = PendingQueue(id="pending")
+        self._feed = SessionFeed(id="feed")
+        self._feed_shown = False
+
     def compose(self) -> ComposeResult:
         yield self.status_bar()
         with Vertical(id="fleet-body"):
-            yield FleetTable(id="fleet")
-            yield PendingQueue(id="pending")
-            yield SessionFeed(id="feed")
-        yield Footer(compact=True)
+            yield self._fleet
+            yield self._queue
+            yield self._feed
+        yield TowerFooter()
 
     # ------------------------------------------------------------ rendering
 
     def sync(self, delta: Delta | None) -> None:
         state, palette, now = self.state, self.host.palette, self.host.hub_now_ms()
-        fleet = self.query_one(FleetTable)
-        queue = self.query_one(PendingQueue)
+        fleet, queue, feed = self._fleet, self._queue, self._feed
         fleet.sync(state, delta, palette, now)
         queue.sync(state, delta, palette, now)
-        fleet.border_title = f"Sessions ({len(state.sessions)})"
+        set_border_title(fleet, f"Sessions ({len(state.sessions)})")
         count = len(state.pending)
-        queue.border_title = f"Pending approvals ({count})" + (" · oldest first" if count > 1 else "")
+        set_border_title(queue, f"Pending approvals ({count})" + (" · oldest first" if count > 1 else ""))
         queue.set_class(count > 0, "-waiting")
-        feed = self.query_one(SessionFeed)
         selected = self._feed_session()
-        if delta is None or delta.full or feed.session_id != selected:
+        if not self._feed_shown or feed.session_id != selected or (delta is not None and delta.full):
             self._show_feed(selected)
-        elif selected in delta.feed_sessions:
+        elif delta is None or selected in delta.feed_sessions:
+            # The feed only grows at the end: catching up is appending what is new.
             feed.append_new(state, palette, self.host.clock)
 
     def _show_feed(self, session_id: str | None) -> None:
-        feed = self.query_one(SessionFeed)
+        self._feed_shown = True
+        feed = self._feed
         feed.show(session_id, self.state, self.host.palette, self.host.clock)
         session = self.state.sessions.get(session_id or "")
         if session is None:
-            feed.border_title = "Feed"
+            set_border_title(feed, "Feed")
             return
         # A Text, not a str: a str title is parsed as markup, and the agent chose its name.
         title = Text("Feed: ")
@@ -85,13 +94,13 @@ class FleetScreen(TowerScreen):
         title.append(f" · {session.env}")
         if is_production(session.env):
             title.append(f" {PROD_MARKER}")
-        feed.border_title = title
+        set_border_title(feed, title)
         feed.set_class(is_production(session.env), "-prod")
 
     def tick(self) -> None:
         now = self.host.hub_now_ms()
-        self.query_one(FleetTable).tick(self.state, now)
-        self.query_one(PendingQueue).tick(self.state, self.host.palette, now)
+        self._fleet.tick(self.state, now)
+        self._queue.tick(self.state, self.host.palette, now)
 
     @on(SessionHighlighted)
     def _highlighted(self, event: SessionHighlighted) -> None:
@@ -119,7 +128,7 @@ class FleetScreen(TowerScreen):
     def _follow_focus(self) -> None:
         """The feed shows the session the keys would act on."""
         session = self._feed_session()
-        if self.query_one(SessionFeed).session_id != session:
+        if self._feed.session_id != session:
             self._show_feed(session)
         self.update_bindings()
 
@@ -131,12 +140,12 @@ class FleetScreen(TowerScreen):
 
     def selected_session(self) -> SessionInfo | None:
         """The session the keys act on: the focused table's row decides."""
-        queue = self.query_one(PendingQueue)
+        queue = self._queue
         if self.focused is queue and queue.selected_key is not None:
             info = self.state.pending.get(queue.selected_key)
             if info is not None:
                 return self.state.sessions.get(info.session_id)
-        key = self.query_one(FleetTable).selected_key
+        key = self._fleet.selected_key
         return None if key is None else self.state.sessions.get(key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -150,11 +159,14 @@ class FleetScreen(TowerScreen):
 
     # ------------------------------------------------------------ actions
 
+    # Focus moves at once (Widget.focus() would defer it to a later turn of the
+    # event loop): "a" then "enter" typed fast, or arriving in one SSH packet,
+    # must open the queue's approval, not act on the session table.
     def action_focus_queue(self) -> None:
-        self.query_one(PendingQueue).focus()
+        self.set_focus(self._queue)
 
     def action_focus_fleet(self) -> None:
-        self.query_one(FleetTable).focus()
+        self.set_focus(self._fleet)
 
     def action_pause(self) -> None:
         session = self.selected_session()

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from towerctl.tui.screens.approval import ApprovalScreen
 from towerctl.tui.screens.audit import AuditScreen
@@ -27,6 +27,7 @@ from towerctl.tui.screens.policy import PolicyScreen
 from towerctl.tui.screens.policy_edit import PolicyEditScreen
 from towerctl.tui.state import Delta
 from towerctl.tui.widgets.fleet_table import FleetTable
+from towerctl.tui.widgets.footer import TowerFooter
 from towerctl.tui.widgets.pending_queue import PendingQueue
 
 _INTRO = (
@@ -85,7 +86,7 @@ class HelpScreen(TowerScreen):
         yield self.status_bar()
         with VerticalScroll(id="help-body"):
             yield Static(id="help-text")
-        yield Footer(compact=True)
+        yield TowerFooter()
 
     def sync(self, delta: Delta | None) -> None:
         if delta is not None:

@@ -17,13 +17,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from agent_shim.policy import EnvPolicy, PolicyDoc, dump_policy_toml, format_duration
-from towerctl.tui.render import Palette, agent_block, env_text, is_production
+from towerctl.tui.render import Palette, agent_block, env_text, is_production, set_border_title
 from towerctl.tui.screens.base import TowerScreen
 from towerctl.tui.screens.policy_edit import PolicyEditScreen
 from towerctl.tui.state import Delta, TowerState
+from towerctl.tui.widgets.footer import TowerFooter
 from towerctl.tui.widgets.keyed_table import Col, KeyedTable
 
 _VERDICT_STYLE = {"allow": "success", "ask": "warning", "deny": "error"}
@@ -125,14 +126,14 @@ class PolicyScreen(TowerScreen):
             with VerticalScroll(id="policy-detail"):
                 yield Static(id="policy-rules")
             yield Static(id="policy-note")
-        yield Footer(compact=True)
+        yield TowerFooter()
 
     def sync(self, delta: Delta | None) -> None:
         if delta is not None and not (delta.full or delta.policies or delta.frozen or delta.sessions):
             return
         table = self.query_one(PolicyTable)
         table.sync(self.state, self.host.palette)
-        table.border_title = f"Policies ({len(self.state.policies)} environments)"
+        set_border_title(table, f"Policies ({len(self.state.policies)} environments)")
         self._show_rules()
         note = Text("Unknown environments get the strictest policy. ", Style(dim=True))
         if self.state.role == "admin":

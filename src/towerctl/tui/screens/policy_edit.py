@@ -13,12 +13,13 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from agent_shim.policy import PolicyError, parse_policy_toml
 from towerctl.tui.messages import PolicyOp, Request
 from towerctl.tui.screens.base import TowerScreen
 from towerctl.tui.state import Delta
+from towerctl.tui.widgets.footer import TowerFooter
 
 
 class PolicyEditScreen(TowerScreen):
@@ -49,7 +50,7 @@ class PolicyEditScreen(TowerScreen):
         )
         yield TextArea(self._text, id="policy-editor", soft_wrap=False, show_line_numbers=True)
         yield Static(id="editor-result")
-        yield Footer(compact=True)
+        yield TowerFooter()
 
     def sync(self, delta: Delta | None) -> None:
         """Nothing on this view follows the hub; the editor keeps what the operator typed."""

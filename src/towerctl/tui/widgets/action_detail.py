@@ -10,8 +10,10 @@ sent. Every other agent-supplied field goes through :func:`agent_text` /
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.style import Style
 from rich.syntax import Syntax
 from rich.table import Table
@@ -155,8 +157,49 @@ def banner_view(info: ActionInfo, me: str, palette: Palette) -> Text:
     return out
 
 
+class RenderedOnce:
+    """A renderable that renders its content once per set of console options.
+
+    Textual renders a Rich renderable in full to measure its height on every
+    layout pass and again to paint it, and opening the approval view takes
+    several layout passes: the highlighted command, panels and grid were
+    rendered a dozen times (~100 ms) while the operator's keys waited. The
+    output is exactly the content's; only repeats are served from memory.
+    """
+
+    def __init__(self, content: RenderableType) -> None:
+        self.content = content
+        self._lines: dict[tuple[object, ...], list[list[Segment]]] = {}
+        self._measures: dict[tuple[int, int], Measurement] = {}
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        key = (
+            options.min_width,
+            options.max_width,
+            options.height,
+            options.justify,
+            options.overflow,
+            options.no_wrap,
+            options.highlight,
+            options.markup,
+        )
+        lines = self._lines.get(key)
+        if lines is None:
+            lines = self._lines[key] = console.render_lines(self.content, options, pad=False, new_lines=True)
+        for line in lines:
+            yield from line
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        key = (options.min_width, options.max_width)
+        measured = self._measures.get(key)
+        if measured is None:
+            measured = self._measures[key] = Measurement.get(console, options, self.content)
+        return measured
+
+
 class ActionDetail(Static):
     """The command and the facts around it; re-rendered only when the action changes."""
 
     def show(self, info: ActionInfo, state: TowerState, palette: Palette, syntax_theme: str) -> None:
-        self.update(Group(command_view(info, palette, syntax_theme), fields_view(info, state, palette)))
+        view = Group(command_view(info, palette, syntax_theme), fields_view(info, state, palette))
+        self.update(RenderedOnce(view))

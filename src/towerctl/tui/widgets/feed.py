@@ -75,7 +75,6 @@ class SessionFeed(RichLog):
         """Write the entries that arrived since the last call."""
         if self.session_id is None:
             return
-        for entry in state.feeds.get(self.session_id, ()):
-            if entry.seq > self._last_seq:
-                self.write(self.line(entry, state, palette, clock))
-                self._last_seq = entry.seq
+        for entry in state.feed(self.session_id, after_seq=self._last_seq):
+            self.write(self.line(entry, state, palette, clock))
+            self._last_seq = entry.seq

@@ -1,10 +1,25 @@
 """A DataTable updated by row key, touching only the cells whose text changed.
 
-A full DataTable repaint costs 40-95 ms and ``update_cell`` about 13 µs, so
-every live table in the console is updated through ``upsert``/``drop``:
-rows are never cleared and refilled on an event, and a cell is rewritten only
-when its text or style differs, which also keeps the cursor where the
-operator left it.
+A full DataTable repaint costs 40-95 ms, so every live table in the console is
+updated through ``upsert``/``drop``: rows are never cleared and refilled on an
+event, and a cell is rewritten only when its text or style differs, which also
+keeps the cursor where the operator left it.
+
+``DataTable.update_cell`` is not used for that: each call repaints the whole
+widget (``refresh()`` with no region, and every render cache keyed by one
+update counter), so a batch of N updates became N full-widget refreshes and
+one full repaint per frame. ``upsert`` writes the changed cells of a row, bumps
+the counter once and refreshes only that row's line, which the compositor
+skips when the row is scrolled out of view.
+
+Whole-table repaints still happen (the queue grows, focus moves, a view comes
+back), and DataTable re-renders every visible cell then, about 0.3 ms each
+through Rich, and re-assembles every line, since its caches are all keyed by
+that counter. ``upsert`` replaces a changed cell's Text and never mutates one,
+so a cell's identity versions its content: rendered cells and assembled row
+lines are also cached by the identity of their cells, and a repaint redoes
+only rows that changed. (This relies on DataTable internals; textual is
+pinned exactly, and tests cover it.)
 """
 
 from __future__ import annotations
@@ -12,9 +27,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual.cache import LRUCache
+from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
+
+from towerctl.tui.render import same_text
+
+#: Fixed and scrollable segments of one line of a row (DataTable's own shape).
+RowLines = tuple[list[list[Segment]], list[list[Segment]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,19 @@ class KeyedTable(DataTable[Text]):
         for col in self.COLUMNS:
             self.add_column(Text(col.label), width=col.width, key=col.key)
         self._fitted_for = -1
+        #: Rendered cells by the identity of their Text (see the module docstring).
+        self._cell_lines: LRUCache[tuple[object, ...], tuple[object, list[list[Segment]]]] = LRUCache(2000)
+        #: Assembled row lines by the identity of the row's cells.
+        self._row_lines: LRUCache[tuple[object, ...], tuple[tuple[object, ...], RowLines]] = LRUCache(300)
+        # DataTable's own caches are keyed by the update counter, which moves on
+        # every batch, so at their default sizes (1,000 lines, 1,000 rows, 10,000
+        # cells) they fill with dead entries: tens of thousands of small objects
+        # that the garbage collector walks on every full collection. The caches
+        # above serve repeats; these need to hold about a screenful.
+        self._cell_render_cache = LRUCache(400)
+        self._row_render_cache = LRUCache(100)
+        self._row_renderable_cache = LRUCache(100)
+        self._line_cache = LRUCache(100)
 
     def on_resize(self) -> None:
         self.fit_columns()
@@ -86,6 +124,108 @@ class KeyedTable(DataTable[Text]):
         self._clear_caches()
         self.refresh()
 
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
+        column_key = self._column_locations.get_key(column_index) if column_index >= 0 else None
+        value: object = None
+        if column_key is None:
+            pass  # a row label: we have none
+        elif row_index == -1:
+            value = self.columns[column_key].label  # the header
+        else:
+            row_key = self._row_locations.get_key(row_index)
+            row = None if row_key is None else self._data.get(row_key)
+            value = None if row is None else row.get(column_key)
+        if value is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        key = (
+            id(value),
+            row_index,
+            column_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self.show_cursor,
+            self._pseudo_class_state,
+        )
+        hit = self._cell_lines.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        self._cell_lines.set(key, (value, lines))
+        return lines
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # DataTable measures every cell of a new row (8 Rich measurements a row,
+        # ~0.5 s for 500 sessions) to size auto-width columns; ours have fixed
+        # widths, so only labelled or auto-height rows (none here) need it.
+        columns_fixed = not any(column.auto_width for column in self.columns.values())
+        if columns_fixed:
+            rows = self.rows
+            new_rows = [key for key in new_rows if key in rows and (rows[key].auto_height or rows[key].label)]
+        super()._update_dimensions(new_rows)
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> RowLines:
+        row_index = self._row_locations.get(row_key)
+        if row_index is None:
+            row_index = -1
+        if row_key is self._header_row_key:
+            cells: tuple[object, ...] = tuple(column.label for column in self.ordered_columns)
+        else:
+            row = self._data.get(row_key)
+            cells = () if row is None else tuple(row.values())
+        if self.cursor_type == "row":  # only whether the cursor (or hover) is on this row matters
+            cursor: object = cursor_location.row == row_index
+            hover: object = hover_location.row == row_index
+        else:
+            cursor, hover = cursor_location, hover_location
+        key = (
+            row_key,
+            line_no,
+            row_index,
+            base_style,
+            cursor,
+            hover,
+            self.cursor_type,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+            self.size.width,
+            tuple(id(cell) for cell in cells),
+        )
+        hit = self._row_lines.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], cells, strict=True)):
+            return hit[1]
+        lines = super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
+        self._row_lines.set(key, (cells, lines))
+        return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._cell_lines.clear()
+        self._row_lines.clear()
+
+    def notify_style_update(self) -> None:
+        self._cell_lines.clear()
+        self._row_lines.clear()
+        super().notify_style_update()
+
     def has_row(self, key: str) -> bool:
         return RowKey(key) in self.rows
 
@@ -94,17 +234,51 @@ class KeyedTable(DataTable[Text]):
 
     def upsert(self, key: str, cells: Mapping[str, Text]) -> bool:
         """Add the row, or update the cells that differ; True when the row is new."""
-        if not self.has_row(key):
+        row_key = RowKey(key)
+        row = self._data.get(row_key)
+        if row is None:
             self.add_row(*(cells.get(col.key, Text("")) for col in self.COLUMNS), key=key)
             return True
+        changed = False
         for col_key, value in cells.items():
-            try:
-                current = self.get_cell(key, col_key)
-            except CellDoesNotExist:
+            column_key = ColumnKey(col_key)
+            current = row.get(column_key)
+            if current is None:
                 continue
-            if current != value:
-                self.update_cell(key, col_key, value)
+            if not same_text(current, value):
+                row[column_key] = value
+                changed = True
+        if changed:
+            self._row_changed(row_key)
         return False
+
+    def _row_changed(self, row_key: RowKey) -> None:
+        """Invalidate the render caches and repaint one row's line (if it is on screen)."""
+        self._update_count += 1  # every DataTable render cache is keyed by this
+        index = self._row_locations.get(row_key)
+        if index is None:
+            return
+        if self.rows[row_key].height != 1:
+            self.refresh_row(index)  # the general (O(rows)) way; our rows are one line
+            return
+        y = index + (self.header_height if self.show_header else 0)
+        width = max(self.size.width, self.virtual_size.width)
+        self._refresh_region(Region(0, y, width, 1))
+
+    def visible_keys(self) -> list[str]:
+        """The keys of the rows in the viewport now (rows are one line high)."""
+        header = self.header_height if self.show_header else 0
+        height = self.scrollable_content_region.height - header
+        if height <= 0:
+            return []
+        top = max(0, int(self.scroll_y))
+        bottom = min(self.row_count, top + height + 1)
+        keys: list[str] = []
+        for index in range(top, bottom):
+            row_key = self._row_locations.get_key(index)
+            if row_key is not None and row_key.value is not None:
+                keys.append(str(row_key.value))
+        return keys
 
     def drop(self, key: str) -> None:
         if self.has_row(key):

@@ -48,32 +48,41 @@ class PendingQueue(KeyedTable):
         }
 
     def sync(self, state: TowerState, delta: Delta | None, palette: Palette, now_ms: int) -> None:
-        ordered = state.pending_oldest_first()
-        if delta is None or delta.full:
+        """Rewrite the rows ``delta`` names (every row when None), oldest first."""
+        full = delta is None or delta.full
+        if full:
             self.drop_missing(state.pending)
+            touched = set(state.pending)
         else:
+            assert delta is not None
             for aid in delta.pending_removed:
                 if aid not in state.pending:
                     self.drop(aid)
-        self._keep_order(ordered)
+            touched = {aid for aid in delta.actions if aid in state.pending}
+        if not touched:
+            return
+        ordered = state.pending_oldest_first()
+        if full or any(not self.has_row(aid) for aid in touched):
+            touched |= self._keep_order(ordered)
         for info in ordered:
-            self.upsert(info.action.action_id, self.cells(info, palette, now_ms))
+            if info.action.action_id in touched:
+                self.upsert(info.action.action_id, self.cells(info, palette, now_ms))
 
-    def _keep_order(self, ordered: list[ActionInfo]) -> None:
-        """Re-add rows that sit out of creation order (rare: events crossing in flight).
+    def _keep_order(self, ordered: list[ActionInfo]) -> set[str]:
+        """Make room for new rows in creation order; the rows taken out, to be re-added.
 
         New rows are appended, which is already oldest-first when the hub reports
-        in order; only the rows after the first misplaced one are moved.
+        in order; only when a new or misplaced row belongs before a shown one are
+        the shown rows from that point on taken out (and re-added in order).
         """
         want = [a.action.action_id for a in ordered]
         have = self.row_keys()
-        shown = set(have)
-        present = [aid for aid in want if aid in shown]
-        for i, (a, b) in enumerate(zip(present, have, strict=False)):
+        for i, (a, b) in enumerate(zip(want, have, strict=False)):
             if a != b:
                 for aid in have[i:]:
                     self.remove_row(aid)
-                return
+                return set(have[i:])
+        return set()
 
     def tick(self, state: TowerState, palette: Palette, now_ms: int) -> None:
         for aid in self.row_keys():

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from towerctl.tui.render import Palette, agent_text
+from towerctl.tui.render import Palette, agent_text, same_text
 from towerctl.tui.state import TowerState
 
 _LINK_ICON = {
@@ -33,6 +33,7 @@ class StatusBar(Static):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._last: tuple[TowerState, Palette] | None = None
+        self._shown: Text | None = None
 
     def on_resize(self) -> None:
         if self._last is not None:
@@ -101,4 +102,7 @@ class StatusBar(Static):
             elif i > 1:
                 out.append(" │ ", dim)
             out.append_text(text)
+        if self._shown is not None and same_text(self._shown, out):
+            return  # unchanged: an update would cost a layout pass, on every batch of events
+        self._shown = out
         self.update(out)

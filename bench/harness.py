@@ -1,0 +1,115 @@
+"""Shared pieces of the benchmarks: a real hub in its own process, and its tokens.
+
+The hub runs as `towerctl serve` in a separate process so that what a
+benchmark measures in its own process (the TUI, the load generator) does not
+share an event loop or a core's time slice with it by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+BENCH_POLICY: Final = """
+[environments.dev]
+read = "allow"
+write = "allow"
+destructive = "allow"
+approval_timeout = "5m"
+
+[environments.prod]
+read = "allow"
+write = "ask"
+destructive = "ask"
+approval_timeout = "5m"
+"""
+
+
+@dataclass
+class ServedHub:
+    proc: asyncio.subprocess.Process
+    url: str
+    home: Path
+
+    def token(self, role: str) -> str:
+        return (self.home / "tokens" / f"{role}.token").read_text().strip()
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def start_hub(home: Path | None = None, *, sync: str = "full") -> ServedHub:
+    home = home or Path(tempfile.mkdtemp(prefix="towerctl-bench-"))
+    home.mkdir(parents=True, exist_ok=True)
+    policy = home / "bench-policy.toml"
+    policy.write_text(BENCH_POLICY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    env["TOWER_HOME"] = str(home)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "towerctl.cli", "serve", "--port", "0", "--policy", str(policy), "--sync", sync,
+        env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        if not line:
+            raise RuntimeError("towerctl serve exited during start-up")
+        if "listening on" in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+            return ServedHub(proc, url, home)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": float(len(values)),
+        "p50": pct(values, 50),
+        "p95": pct(values, 95),
+        "p99": pct(values, 99),
+        "max": max(values) if values else float("nan"),
+        "stdev": statistics.pstdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and min-max of per-window figures."""
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def windowed(samples: list[tuple[float, float]], window_s: float) -> dict[str, object]:
+    """``(t, value)`` samples: pooled summary, and p50/p99 per window as median and min-max.
+
+    A window's figures count only when it holds a sample; ``windows`` lists each
+    window's n, p50 and p99, so that one bad window shows as one bad window.
+    """
+    buckets: dict[int, list[float]] = {}
+    for t, value in samples:
+        buckets.setdefault(int(t // window_s), []).append(value)
+    per = [
+        {"window": k, "n": len(v), "p50": pct(v, 50), "p99": pct(v, 99)} for k, v in sorted(buckets.items())
+    ]
+    return {
+        "all": summary([v for _, v in samples]),
+        "window_s": window_s,
+        "window_p50": spread([float(w["p50"]) for w in per]),
+        "window_p99": spread([float(w["p99"]) for w in per]),
+        "windows": per,
+    }

@@ -1,0 +1,305 @@
+"""TUI under fleet load: is the console still responsive?
+
+    python bench/tui_bench.py [--sessions 500] [--events-per-s 1000] [--duration 30]
+                              [--askers 3] [--ask-every 0.3] [--think-ms 250] [--window-s 5]
+                              [--size 120x40]
+
+A real hub (`towerctl serve`, own process), a load process of real shims
+(`load_agents.py`, own process) producing at least the asked number of
+operator events per second, and the real TowerApp headless (`run_test`, this
+process) attached as an admin. ``--askers`` extra prod agents each ask for
+approval again ``--ask-every`` seconds after their previous decision (so an
+approval is usually waiting); the bench acts as the operator:
+it presses `a`, `enter` (open the oldest approval), waits ``--think-ms`` (the
+time to read the command), presses `y`, and measures
+
+* keypress -> decision sent: from posting the `y` key event (the way the
+  terminal driver posts it) to the moment the console's OperatorClient starts
+  sending the Decide request (`OperatorClient._request` entered);
+* keypress -> hub answer: until that request's result is back from the hub;
+* keys -> approval view: from posting `a`, `enter` until the approval view is
+  the screen (polled every 5 ms).
+
+Both instants are taken by the client itself (futures, no polling). Alongside:
+event-loop lag (a 50 ms sleep's overshoot, sampled throughout), the app's
+event backlog (hub events received but not yet applied, and the client's
+queue in front of it), hub events received per second, and the CPU this
+process used. Every figure is reported pooled (p50/p95/p99/max over all
+samples) and per window (median of the per-window values and min-max spread),
+so one unlucky window is visible as such. The machine's load average is
+recorded at start and end: the hub and the load share the same cores, and so
+may other work on the machine.
+
+Prints a table and writes bench/results/tui.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from textual import events
+
+from agent_shim.protocol import Decide
+from bench.harness import start_hub, summary, windowed
+from towerctl.tui.app import TowerApp
+from towerctl.tui.hub_link import ConsoleClient
+from towerctl.tui.screens.approval import ApprovalScreen
+from towerctl.tui.widgets.pending_queue import PendingQueue
+
+#: Operator events the hub sends per allowed action of a load agent (measured:
+#: the action's states and the session's current action/rate), so that the
+#: load offers at least --events-per-s.
+EVENTS_PER_ACTION = 4.75
+
+
+class TimedClient(ConsoleClient):
+    """The console's client; notes when a decision leaves and comes back, and counts events."""
+
+    received = 0
+    #: (sent, answered) futures for the next decision, resolved with perf_counter() stamps.
+    waiter: tuple[asyncio.Future[float], asyncio.Future[float]] | None = None
+
+    def _apply(self, msg: Any) -> None:
+        TimedClient.received += 1
+        super()._apply(msg)
+
+    async def _request(self, build: Any, **fields: object) -> Any:
+        waiter = TimedClient.waiter if build is Decide else None
+        if waiter is not None:
+            TimedClient.waiter = None
+            waiter[0].set_result(time.perf_counter())
+        try:
+            return await super()._request(build, **fields)
+        finally:
+            if waiter is not None and not waiter[1].done():
+                waiter[1].set_result(time.perf_counter())
+
+
+def press(app: TowerApp, *keys: str) -> None:
+    """Post key events the way the terminal driver does (not awaited, not via Pilot)."""
+    for key in keys:
+        app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+
+async def until(cond: Callable[[], bool], timeout: float) -> bool:
+    """Wait for ``cond``, checking every 5 ms (this shares the app's event loop: keep it light)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+class Samplers:
+    """Loop lag, backlog and event rate, sampled in the background while the bench runs."""
+
+    def __init__(self, app: TowerApp, t0: float) -> None:
+        self.app, self.t0 = app, t0
+        self.lag: list[tuple[float, float]] = []
+        self.backlog: list[tuple[float, float]] = []
+        self.client_queue: list[tuple[float, float]] = []
+        self.rate: list[tuple[float, float]] = []
+        self.running = True
+
+    async def lag_probe(self) -> None:
+        while self.running:
+            t = time.perf_counter()
+            await asyncio.sleep(0.05)
+            now = time.perf_counter()
+            self.lag.append((now - self.t0, (now - t - 0.05) * 1000))
+
+    async def backlog_probe(self) -> None:
+        last_n, last_t = TimedClient.received, time.perf_counter()
+        while self.running:
+            await asyncio.sleep(0.1)
+            now = time.perf_counter()
+            self.backlog.append((now - self.t0, float(self.app.backlog)))
+            client = self.app._link.client
+            if client is not None:
+                self.client_queue.append((now - self.t0, float(client._events.qsize())))
+            if now - last_t >= 1.0:
+                self.rate.append((now - self.t0, (TimedClient.received - last_n) / (now - last_t)))
+                last_n, last_t = TimedClient.received, now
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
+    hub = await start_hub()
+    actions_per_s = args.events_per_s / EVENTS_PER_ACTION
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("load_agents.py")), hub.url, hub.token("agent"),
+        "--sessions", str(args.sessions), "--actions-per-s", f"{actions_per_s:.1f}",
+        "--duration", str(args.duration + 60),
+        "--askers", str(args.askers), "--ask-every", str(args.ask_every),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    to_sent: list[tuple[float, float]] = []
+    to_answer: list[tuple[float, float]] = []
+    to_view: list[tuple[float, float]] = []
+    missed = {"view": 0, "sent": 0, "answer": 0}
+    width, height = (int(x) for x in args.size.split("x"))
+    app = TowerApp(
+        hub.url,
+        hub.token("admin"),
+        operator_client_factory=lambda url, token: TimedClient(url, token, client="towerctl-tui"),
+    )
+    cpu = wall = 0.0
+    try:
+        async with app.run_test(size=(width, height)) as pilot:
+            deadline = time.monotonic() + 60
+            while len(app.state.sessions) < args.sessions + args.askers and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            print(
+                f"fleet attached: {len(app.state.sessions)} sessions, link {app.state.link.status}",
+                file=sys.stderr,
+            )
+            await pilot.pause(2.0)  # the first rows and the first events settle
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            samplers = Samplers(app, t0)
+            probes = [asyncio.create_task(probe()) for probe in (samplers.lag_probe, samplers.backlog_probe)]
+            loop = asyncio.get_running_loop()
+            queue = app.screen.query_one(PendingQueue)
+            while time.perf_counter() - t0 < args.duration:
+                # What the operator sees: a row in the queue (not just the state behind it).
+                if not await until(lambda: queue.row_count > 0, 2):
+                    continue
+                t_open = time.perf_counter()
+                press(app, "a", "enter")
+                if not await until(lambda: isinstance(app.screen, ApprovalScreen), 5):
+                    missed["view"] += 1
+                    press(app, "escape")
+                    continue
+                to_view.append((t_open - t0, (time.perf_counter() - t_open) * 1000))
+                aid = app.screen.action_id
+                await asyncio.sleep(args.think_ms / 1000)  # the operator reads the command
+                sent: asyncio.Future[float] = loop.create_future()
+                answered: asyncio.Future[float] = loop.create_future()
+                TimedClient.waiter = (sent, answered)
+                t_press = time.perf_counter()
+                press(app, "y")
+                try:
+                    t_sent = await asyncio.wait_for(sent, 5)
+                except TimeoutError:
+                    missed["sent"] += 1
+                    TimedClient.waiter = None
+                else:
+                    to_sent.append((t_press - t0, (t_sent - t_press) * 1000))
+                    try:
+                        t_answer = await asyncio.wait_for(answered, 10)
+                        to_answer.append((t_press - t0, (t_answer - t_press) * 1000))
+                    except TimeoutError:
+                        missed["answer"] += 1
+                # On success the approval view closes itself; back to the fleet either way,
+                # and the next round starts once this approval has left the queue.
+                if not await until(lambda: not isinstance(app.screen, ApprovalScreen), 5):
+                    press(app, "escape")
+                    await until(lambda: not isinstance(app.screen, ApprovalScreen), 5)
+                await until(lambda aid=aid: not queue.has_row(aid), 5)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            samplers.running = False
+            await asyncio.gather(*probes)
+    finally:
+        if load.returncode is None:
+            load.terminate()
+        out, _ = await load.communicate()
+        await hub.stop()
+    done = [json.loads(line) for line in out.decode().splitlines() if '"done"' in line]
+    w = args.window_s
+    return {
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "textual": version("textual"),
+            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": os.getloadavg(),
+        },
+        "args": vars(args),
+        "sessions_seen": len(app.state.sessions),
+        "decisions": len(to_sent),
+        "decisions_missed": missed,
+        "load_agents": done[-1] if done else None,
+        "tui_process_cpu_share": round(cpu / wall, 3) if wall else None,
+        "keypress_to_decision_sent_ms": windowed(to_sent, w),
+        "keypress_to_hub_answer_ms": windowed(to_answer, w),
+        "keys_to_approval_view_ms": windowed(to_view, w),
+        "event_loop_lag_ms": windowed(samplers.lag, w),
+        "hub_events_per_s": windowed(samplers.rate, w),
+        "backlog_events": windowed(samplers.backlog, w),
+        "client_queue_events": windowed(samplers.client_queue, w),
+        "pooled": {
+            "keypress_to_decision_sent_ms": summary([v for _, v in to_sent]),
+            "keypress_to_hub_answer_ms": summary([v for _, v in to_answer]),
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=500)
+    ap.add_argument("--events-per-s", type=float, default=1000)
+    ap.add_argument("--duration", type=float, default=30, help="measured seconds (after the fleet attached)")
+    ap.add_argument("--askers", type=int, default=3, help="prod agents asking for approvals")
+    ap.add_argument(
+        "--ask-every", type=float, default=0.3, help="each asker asks again this long after a decision"
+    )
+    ap.add_argument(
+        "--think-ms", type=float, default=250, help="time between the approval view opening and `y`"
+    )
+    ap.add_argument("--window-s", type=float, default=5, help="window length for the per-window spread")
+    ap.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "tui.json"))
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    print(
+        f"TUI bench: {args.sessions} sessions, target {args.events_per_s:.0f} events/s, {args.size}, "
+        f"think {args.think_ms:.0f} ms; {m['nproc']} cores, Python {m['python']}, textual {m['textual']}, "
+        f"load avg {m['loadavg_at_start'][0]:.1f} -> {m['loadavg_at_end'][0]:.1f}"
+    )
+    print(
+        f"decisions: {result['decisions']} (missed {result['decisions_missed']}); "
+        f"TUI process CPU: {result['tui_process_cpu_share']:.0%} of a core; "
+        f"load agents: {result['load_agents']}"
+    )
+    head = f"{'figure':<30} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}"
+    print(f"{head}   per-window p50 | p99: median (min-max)")
+    for key in (
+        "keypress_to_decision_sent_ms",
+        "keypress_to_hub_answer_ms",
+        "keys_to_approval_view_ms",
+        "event_loop_lag_ms",
+        "hub_events_per_s",
+        "backlog_events",
+        "client_queue_events",
+    ):
+        s = result[key]
+        a, wp50, wp99 = s["all"], s["window_p50"], s["window_p99"]
+        print(
+            f"{key:<30} {a['n']:>5.0f} {a['p50']:>8.1f} {a['p95']:>8.1f} {a['p99']:>8.1f} {a['max']:>8.1f}   "
+            f"{wp50['median']:.1f} ({wp50['min']:.1f}-{wp50['max']:.1f}) | "
+            f"{wp99['median']:.1f} ({wp99['min']:.1f}-{wp99['max']:.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
