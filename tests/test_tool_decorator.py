@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +15,7 @@ from agent_shim.tool import _close_defaults, gated, tool_command
 from towerctl.operator import OperatorClient
 
 from .conftest import Tower, next_event, wait_for
+from .test_shim_imports import ALLOWED_THIRD_PARTY, FORBIDDEN, third_party, top_level_modules
 
 NO_DROPS = Rule(kind="tool", match="drop_*", verdict="deny", reason="bots never drop tables")
 
@@ -181,14 +180,7 @@ def test_command_text_is_deterministic_and_bounded() -> None:
 
 
 def test_decorator_imports_only_the_shim_side() -> None:
-    code = (
-        "import sys, json; import agent_shim.tool;"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = set(json.loads(out))
-    assert not loaded & {"towerctl", "textual", "aiosqlite", "cryptography", "click", "rich"}
-    third_party = {m for m in loaded if m not in sys.stdlib_module_names and not m.startswith("_")}
-    allowed = {"agent_shim", "websockets", "pydantic", "pydantic_core", "typing_extensions"}
-    allowed |= {"annotated_types", "typing_inspection"}
-    assert third_party <= allowed, third_party - allowed
+    loaded = top_level_modules("import agent_shim.tool")
+    assert not loaded & FORBIDDEN
+    extra = third_party(loaded) - ALLOWED_THIRD_PARTY - {"agent_shim"}
+    assert not extra, extra
