@@ -8,6 +8,7 @@ share an event loop or a core's time slice with it by accident.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -68,6 +69,25 @@ async def start_hub(home: Path | None = None, *, sync: str = "full") -> ServedHu
             return ServedHub(proc, url, home)
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far; 0 where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat); 0 where it is not there."""
+    try:
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in cpu[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -94,15 +114,21 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def windowed(samples: list[tuple[float, float]], window_s: float) -> dict[str, object]:
+def windowed(
+    samples: list[tuple[float, float]], window_s: float, span_s: float | None = None
+) -> dict[str, object]:
     """``(t, value)`` samples: pooled summary, and p50/p99 per window as median and min-max.
 
     A window's figures count only when it holds a sample; ``windows`` lists each
     window's n, p50 and p99, so that one bad window shows as one bad window.
+    Samples past ``span_s`` (a round that began before the end) count in the
+    last window rather than making a window of their own.
     """
+    last = max(0, math.ceil(span_s / window_s) - 1) if span_s else None
     buckets: dict[int, list[float]] = {}
     for t, value in samples:
-        buckets.setdefault(int(t // window_s), []).append(value)
+        k = int(t // window_s)
+        buckets.setdefault(k if last is None else min(k, last), []).append(value)
     per = [
         {"window": k, "n": len(v), "p50": pct(v, 50), "p99": pct(v, 99)} for k, v in sorted(buckets.items())
     ]

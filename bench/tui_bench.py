@@ -26,9 +26,10 @@ event backlog (hub events received but not yet applied, and the client's
 queue in front of it), hub events received per second, and the CPU this
 process used. Every figure is reported pooled (p50/p95/p99/max over all
 samples) and per window (median of the per-window values and min-max spread),
-so one unlucky window is visible as such. The machine's load average is
-recorded at start and end: the hub and the load share the same cores, and so
-may other work on the machine.
+so one unlucky window is visible as such. The hub and the load share the same
+cores, and so may other work on the machine: the cores each used during the
+measurement are recorded (TUI, hub, load, and everything else, from /proc),
+with the load average at start and end.
 
 Prints a table and writes bench/results/tui.json.
 """
@@ -53,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from textual import events
 
 from agent_shim.protocol import Decide
-from bench.harness import start_hub, summary, windowed
+from bench.harness import machine_busy_s, proc_cpu_s, start_hub, summary, windowed
 from towerctl.tui.app import TowerApp
 from towerctl.tui.hub_link import ConsoleClient
 from towerctl.tui.screens.approval import ApprovalScreen
@@ -152,6 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     to_view: list[tuple[float, float]] = []
     missed = {"view": 0, "sent": 0, "answer": 0}
     width, height = (int(x) for x in args.size.split("x"))
+    cores: dict[str, float] = {}
     app = TowerApp(
         hub.url,
         hub.token("admin"),
@@ -170,6 +172,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await pilot.pause(2.0)  # the first rows and the first events settle
             t0 = time.perf_counter()
             cpu0 = time.process_time()
+            pids = {"hub": hub.proc.pid, "load": load.pid}
+            others0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
+            busy0 = machine_busy_s()
             samplers = Samplers(app, t0)
             probes = [asyncio.create_task(probe()) for probe in (samplers.lag_probe, samplers.backlog_probe)]
             loop = asyncio.get_running_loop()
@@ -212,6 +217,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await until(lambda aid=aid: not queue.has_row(aid), 5)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            cores = {name: (proc_cpu_s(pid) - others0[name]) / wall for name, pid in pids.items()}
+            cores["tui"] = cpu / wall
+            cores["everything_else"] = (machine_busy_s() - busy0) / wall - sum(cores.values())
             samplers.running = False
             await asyncio.gather(*probes)
     finally:
@@ -220,7 +228,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         out, _ = await load.communicate()
         await hub.stop()
     done = [json.loads(line) for line in out.decode().splitlines() if '"done"' in line]
-    w = args.window_s
+    def win(samples: list[tuple[float, float]]) -> dict[str, object]:
+        return windowed(samples, args.window_s, args.duration)
+
     return {
         "machine": {
             "nproc": os.cpu_count(),
@@ -236,13 +246,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "decisions_missed": missed,
         "load_agents": done[-1] if done else None,
         "tui_process_cpu_share": round(cpu / wall, 3) if wall else None,
-        "keypress_to_decision_sent_ms": windowed(to_sent, w),
-        "keypress_to_hub_answer_ms": windowed(to_answer, w),
-        "keys_to_approval_view_ms": windowed(to_view, w),
-        "event_loop_lag_ms": windowed(samplers.lag, w),
-        "hub_events_per_s": windowed(samplers.rate, w),
-        "backlog_events": windowed(samplers.backlog, w),
-        "client_queue_events": windowed(samplers.client_queue, w),
+        #: Cores in use during the measurement, by process; "everything_else" is the
+        #: rest of the machine (other work competing for the same cores).
+        "cores_used": {name: round(value, 2) for name, value in cores.items()},
+        "keypress_to_decision_sent_ms": win(to_sent),
+        "keypress_to_hub_answer_ms": win(to_answer),
+        "keys_to_approval_view_ms": win(to_view),
+        "event_loop_lag_ms": win(samplers.lag),
+        "hub_events_per_s": win(samplers.rate),
+        "backlog_events": win(samplers.backlog),
+        "client_queue_events": win(samplers.client_queue),
         "pooled": {
             "keypress_to_decision_sent_ms": summary([v for _, v in to_sent]),
             "keypress_to_hub_answer_ms": summary([v for _, v in to_answer]),
@@ -278,9 +291,10 @@ def main() -> None:
     )
     print(
         f"decisions: {result['decisions']} (missed {result['decisions_missed']}); "
-        f"TUI process CPU: {result['tui_process_cpu_share']:.0%} of a core; "
         f"load agents: {result['load_agents']}"
     )
+    used = ", ".join(f"{name} {value:.2f}" for name, value in result["cores_used"].items())
+    print(f"cores used during the measurement: {used} (of {m['nproc']})")
     head = f"{'figure':<30} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}"
     print(f"{head}   per-window p50 | p99: median (min-max)")
     for key in (
