@@ -2,7 +2,7 @@
 
     python bench/tui_bench.py [--sessions 500] [--events-per-s 1000] [--duration 30]
                               [--askers 3] [--ask-every 0.3] [--think-ms 250] [--window-s 5]
-                              [--size 120x40]
+                              [--size 120x40] [--burn 0]
 
 A real hub (`towerctl serve`, own process), a load process of real shims
 (`load_agents.py`, own process) producing at least the asked number of
@@ -29,7 +29,8 @@ samples) and per window (median of the per-window values and min-max spread),
 so one unlucky window is visible as such. The hub and the load share the same
 cores, and so may other work on the machine: the cores each used during the
 measurement are recorded (TUI, hub, load, and everything else, from /proc),
-with the load average at start and end.
+with the load average at start and end. ``--burn N`` adds N busy loops
+during the measurement, to measure under other work reproducibly.
 
 Prints a table and writes bench/results/tui.json.
 """
@@ -95,6 +96,13 @@ def press(app: TowerApp, *keys: str) -> None:
         app.post_message(events.Key(key, key if len(key) == 1 else None))
 
 
+async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def until(cond: Callable[[], bool], timeout: float) -> bool:
     """Wait for ``cond``, checking every 5 ms (this shares the app's event loop: keep it light)."""
     end = time.monotonic() + timeout
@@ -154,6 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     missed = {"view": 0, "sent": 0, "answer": 0}
     width, height = (int(x) for x in args.size.split("x"))
     cores: dict[str, float] = {}
+    burners: list[asyncio.subprocess.Process] = []
     app = TowerApp(
         hub.url,
         hub.token("admin"),
@@ -170,6 +179,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
             await pilot.pause(2.0)  # the first rows and the first events settle
+            # Other work on the machine, on demand: busy loops, one core's worth each.
+            for _ in range(args.burn):
+                burners.append(await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass"))
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             pids = {"hub": hub.proc.pid, "load": load.pid}
@@ -220,9 +232,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cores = {name: (proc_cpu_s(pid) - others0[name]) / wall for name, pid in pids.items()}
             cores["tui"] = cpu / wall
             cores["everything_else"] = (machine_busy_s() - busy0) / wall - sum(cores.values())
+            await stop_all(burners)
             samplers.running = False
             await asyncio.gather(*probes)
     finally:
+        await stop_all(burners)
         if load.returncode is None:
             load.terminate()
         out, _ = await load.communicate()
@@ -277,6 +291,7 @@ def main() -> None:
     )
     ap.add_argument("--window-s", type=float, default=5, help="window length for the per-window spread")
     ap.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
+    ap.add_argument("--burn", type=int, default=0, help="busy-loop processes competing for the cores")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "tui.json"))
     args = ap.parse_args()
     result = asyncio.run(run(args))
