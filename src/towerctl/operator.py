@@ -46,6 +46,8 @@ from agent_shim.protocol import (
 )
 
 REQUEST_TIMEOUT_S: Final = 30.0
+#: Recent actions kept for lookups; a busy fleet sends thousands a minute.
+MAX_ACTIONS_KEPT: Final = 5000
 
 
 class OperatorError(Exception):
@@ -175,7 +177,11 @@ class OperatorClient:
         elif isinstance(msg, ActionEvent):
             info = msg.action
             aid = info.action.action_id
+            self.actions.pop(aid, None)  # re-insert: the dict stays in order of last change
             self.actions[aid] = info
+            while len(self.actions) > MAX_ACTIONS_KEPT:
+                # Oldest first; pending actions stay reachable through self.pending.
+                del self.actions[next(iter(self.actions))]
             if info.state == "pending":
                 self.pending[aid] = info
             else:
