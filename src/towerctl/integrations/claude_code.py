@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from agent_shim.protocol import Action
 from agent_shim.types import Kind
-from towerctl.integrations.hookjson import HookInput, clip, compact, derived_id, quote
+from towerctl.integrations.hookjson import HookInput, clip, compact, hook_action, quote
 
 AGENT: Final = "claude-code"
 PREFIX: Final = "cc"
@@ -138,21 +138,7 @@ def to_action(inp: HookInput, *, prefix: str = PREFIX) -> Action:
     The action id comes from ``tool_use_id`` so that PostToolUse, and anyone
     reading the audit log next to Claude's transcript, can find it.
     """
-    kind, command, target, reason, dry_run = tool_action_fields(inp.tool_name, inp.tool_input)
-    action_id = derived_id(prefix, inp.tool_use_id) if inp.tool_use_id else None
-    if action_id is None:
-        from agent_shim import new_action_id
-
-        action_id = f"{prefix}-{new_action_id()}"
-    return Action(
-        action_id=action_id,
-        kind=kind,
-        command=command,
-        target=target[:512],
-        cwd=inp.cwd[:4096],
-        reason=reason[:4096],
-        dry_run=dry_run[:65536],
-    )
+    return hook_action(inp, prefix, tool_action_fields(inp.tool_name, inp.tool_input))
 
 
 def is_ours(command: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Final
 from agent_shim.protocol import Action
 from agent_shim.types import Kind
 from towerctl.integrations.claude_code import tool_action_fields
-from towerctl.integrations.hookjson import HookInput, clip, compact, derived_id, hook_entry, quote
+from towerctl.integrations.hookjson import HookInput, clip, compact, hook_action, hook_entry, quote
 
 AGENT: Final = "codex"
 PREFIX: Final = "cx"
@@ -72,22 +72,7 @@ def codex_fields(name: str, tool_input: Any) -> tuple[Kind, str, str, str, str]:
 
 
 def to_action(inp: HookInput, *, prefix: str = PREFIX) -> Action:
-    kind, command, target, reason, dry_run = codex_fields(inp.tool_name, inp.tool_input)
-    if inp.tool_use_id:
-        action_id = derived_id(prefix, inp.tool_use_id)
-    else:
-        from agent_shim import new_action_id
-
-        action_id = f"{prefix}-{new_action_id()}"
-    return Action(
-        action_id=action_id,
-        kind=kind,
-        command=command,
-        target=target[:512],
-        cwd=inp.cwd[:4096],
-        reason=reason[:4096],
-        dry_run=dry_run[:65536],
-    )
+    return hook_action(inp, prefix, codex_fields(inp.tool_name, inp.tool_input))
 
 
 def is_ours(command: str) -> bool:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from agent_shim.protocol import Action
+
 #: Refuse absurd inputs before parsing them (a Write of a huge file still fits).
 MAX_INPUT_BYTES: Final = 32 * 1024 * 1024
 #: Room for a prefix inside the protocol's 80-character id limit.
@@ -97,6 +99,30 @@ def derived_id(prefix: str, raw: str) -> str:
     if _ID_OK.match(raw) and len(prefix) + 1 + len(raw) <= 80:
         return f"{prefix}-{raw}"
     return f"{prefix}-h{hashlib.sha256(raw.encode('utf-8')).hexdigest()[:40]}"
+
+
+def hook_action(inp: HookInput, prefix: str, fields: tuple[str, str, str, str, str]) -> Action:
+    """The Action for a hook payload, from ``(kind, command, target, reason, dry_run)``.
+
+    The id derives from ``tool_use_id`` (see ``derived_id``) so that the Pre and
+    Post hooks, separate processes, name the same action.
+    """
+    kind, command, target, reason, dry_run = fields
+    if inp.tool_use_id:
+        action_id = derived_id(prefix, inp.tool_use_id)
+    else:
+        from agent_shim import new_action_id
+
+        action_id = f"{prefix}-{new_action_id()}"
+    return Action(
+        action_id=action_id,
+        kind=kind,  # type: ignore[arg-type]  # validated by the model
+        command=command,
+        target=target[:512],
+        cwd=inp.cwd[:4096],
+        reason=reason[:4096],
+        dry_run=dry_run[:65536],
+    )
 
 
 def compact(value: Any) -> str:
