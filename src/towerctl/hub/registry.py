@@ -18,6 +18,9 @@ from agent_shim.policy import EnvPolicy, RateWindow, policy_for
 from agent_shim.protocol import ActionInfo, PolicyInfo, SessionInfo, SessionStatus
 
 RECENT_ACTIONS: Final = 500
+#: Actions kept in memory until they finish. Beyond this the oldest are dropped
+#: and a late started/report for them is checked against the store instead.
+LIVE_LIMIT: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -62,6 +65,15 @@ class PendingAction:
     timer: asyncio.TimerHandle | None = None
 
 
+@dataclass(slots=True)
+class LiveAction:
+    """An action that may still start or finish. ``started`` and ``report``
+    are checked against this, not against the store: no read on the hot path."""
+
+    info: ActionInfo
+    state: str
+
+
 class Registry:
     def __init__(self) -> None:
         self.sessions: dict[str, LiveSession] = {}
@@ -70,6 +82,7 @@ class Registry:
         #: synchronously, before any await, so a second operator is told at once.
         self.deciding: dict[str, str] = {}
         self.recent: deque[ActionInfo] = deque(maxlen=RECENT_ACTIONS)
+        self.live: dict[str, LiveAction] = {}
         self.policies: dict[str, tuple[int, EnvPolicy]] = {}
         self.frozen: set[str] = set()
 
@@ -93,3 +106,13 @@ class Registry:
 
     def remember(self, info: ActionInfo) -> None:
         self.recent.append(info)
+
+    def track(self, info: ActionInfo, state: str) -> LiveAction:
+        live = self.live[info.action.action_id] = LiveAction(info, state)
+        if len(self.live) > LIVE_LIMIT:
+            del self.live[next(iter(self.live))]
+        return live
+
+    def forget_session(self, session_id: str) -> None:
+        for aid in [a for a, live in self.live.items() if live.info.session_id == session_id]:
+            del self.live[aid]

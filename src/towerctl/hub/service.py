@@ -47,9 +47,10 @@ from agent_shim.protocol import (
 from agent_shim.types import Verdict, strictest_verdict, worst_risk
 from towerctl.auth import Principal
 from towerctl.hub.fanout import Fanout
-from towerctl.hub.registry import LiveSession, PendingAction, Registry
-from towerctl.store import AlreadyDecided, Store, StoreError
+from towerctl.hub.registry import LIVE_LIMIT, LiveSession, PendingAction, Registry
+from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, NotFound, Store, StoreError
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
+from towerctl.store.ops import FINISHABLE
 
 if TYPE_CHECKING:
     from towerctl.hub.metrics import HubMetrics
@@ -95,6 +96,8 @@ def _row_to_info(row: ActionRow, sess: LiveSession | None) -> ActionInfo:
 
 #: How long a signed decision stays valid for the shim (from when it was made).
 DEFAULT_DECISION_TTL_S = 120.0
+#: Operators see a busy session's activity at most this often (status changes at once).
+SESSION_COALESCE_S = 0.05
 
 
 class HubService:
@@ -105,6 +108,8 @@ class HubService:
         self.decision_ttl_ms = int(decision_ttl_s * 1000)
         #: Told of each new proposal and decision (``/metrics``); set by the Hub.
         self.metrics: HubMetrics | None = None
+        self._dirty_sessions: set[str] = set()
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def signed_decision(self, row: DecisionRow, session_id: str) -> Decision:
         """The wire form of a stored decision, signed by the hub key.
@@ -148,9 +153,16 @@ class HubService:
             if srow.status == "paused":
                 sess.pause_reasons.add("operator")
             self.reg.sessions[sess.session_id] = sess
-        for arow in await self.store.actions(states={"pending"}, limit=100_000):
+        # Actions that may still start or finish, for sessions that may come
+        # back (a late report for any other is checked against the store).
+        for arow in await self.store.actions(states={"allowed", "approved", "running"}, limit=20_000):
+            owner = self.reg.sessions.get(arow.session_id)
+            if owner is not None:
+                self.reg.track(_row_to_info(arow, owner), arow.state)
+        for arow in await self.store.actions(states={"pending"}, limit=LIVE_LIMIT):
             owner = self.reg.sessions.get(arow.session_id)
             info = _row_to_info(arow, owner)
+            self.reg.track(info, "pending")
             self.reg.pending[arow.action_id] = PendingAction(info)
             if owner is not None:
                 owner.pending.add(arow.action_id)
@@ -174,11 +186,34 @@ class HubService:
     # -------------------------------------------------------------- helpers
 
     def _announce_session(self, sess: LiveSession) -> None:
-        self.fanout.send(encode(SessionEvent(session=sess.info(sess.rate.rate(time.monotonic())))))
+        self._dirty_sessions.discard(sess.session_id)
+        if self.fanout.operators:
+            self.fanout.send(encode(SessionEvent(session=sess.info(sess.rate.rate(time.monotonic())))))
+
+    def _touch_session(self, sess: LiveSession) -> None:
+        """A session's activity changed (current action, rate): operators hear
+        of it within SESSION_COALESCE_S, once, however many actions it ran.
+        Status changes go out at once through _announce_session."""
+        if not self.fanout.operators:
+            return
+        self._dirty_sessions.add(sess.session_id)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(
+                SESSION_COALESCE_S, self._flush_sessions
+            )
+
+    def _flush_sessions(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty_sessions = self._dirty_sessions, set()
+        for sid in dirty:
+            sess = self.reg.sessions.get(sid)
+            if sess is not None:
+                self._announce_session(sess)
 
     def _announce_action(self, info: ActionInfo) -> None:
         self.reg.remember(info)
-        self.fanout.send(encode(ActionEvent(action=info)))
+        if self.fanout.operators:
+            self.fanout.send(encode(ActionEvent(action=info)))
 
     def alert(
         self, level: Literal["info", "warning", "critical"], message: str, session_id: str | None = None
@@ -284,6 +319,7 @@ class HubService:
             if graceful:
                 sess.status = "ended"
                 self.reg.sessions.pop(sess.session_id, None)
+                self.reg.forget_session(sess.session_id)
         self._announce_session(sess)
 
     async def propose(self, sess: LiveSession, msg: Propose) -> None:
@@ -291,28 +327,20 @@ class HubService:
         digest = action.digest()
         if digest != msg.digest:
             raise Refused("digest_mismatch", "digest does not match the action")
-        existing = await self.store.action(action.action_id)
-        if existing is not None:
-            if existing.session_id != sess.session_id:
+        known = self.reg.live.get(action.action_id)
+        if known is not None:
+            if known.info.session_id != sess.session_id:
                 raise Refused("conflict", "action id already used by another session")
-            await self._answer_again(sess, existing.action_id, existing.digest, digest, existing.state)
+            await self._answer_again(sess, action.action_id, known.info.digest, digest, known.state)
             return
         ts = now_ms()
         version, pol = self.reg.policy(sess.env)
         hub = judge(pol, sess.env, action)
         ev = hub.evaluation
         if msg.verdict == "allow":
-            # The shim has already run it: record the truth, and raise the alarm
-            # if the hub's policy would not have allowed it.
+            # The shim has already run it: record the truth (the alarm is
+            # raised below, once the record is durable).
             verdict: Verdict = "allow"
-            if ev.verdict != "allow":
-                self.alert(
-                    "critical",
-                    f"{sess.agent}@{sess.env} ran an action the hub's policy says {ev.verdict}: "
-                    f"{action.command[:200]} (shim policy out of date or tampered)",
-                    sess.session_id,
-                )
-                await self.send_agent(sess, encode(PolicyUpdate(env=sess.env, policy=pol, version=version)))
         elif sess.status == "killed":
             verdict = "deny"
         else:
@@ -346,7 +374,21 @@ class HubService:
             updated_at=ts,
             expires_at=expires_at,
         )
-        await self.store.action_proposed(row, actor=f"agent:{sess.agent}", ts_ms=ts)
+        try:
+            earlier = await self.store.action_proposed(row, actor=f"agent:{sess.agent}", ts_ms=ts)
+        except Conflict as exc:
+            raise Refused("conflict", str(exc)) from None
+        if earlier is not None:  # proposed before, already forgotten here
+            await self._answer_again(sess, action.action_id, digest, digest, earlier)
+            return
+        if msg.verdict == "allow" and ev.verdict != "allow":
+            self.alert(
+                "critical",
+                f"{sess.agent}@{sess.env} ran an action the hub's policy says {ev.verdict}: "
+                f"{action.command[:200]} (shim policy out of date or tampered)",
+                sess.session_id,
+            )
+            await self.send_agent(sess, encode(PolicyUpdate(env=sess.env, policy=pol, version=version)))
         info = ActionInfo(
             action=action,
             session_id=sess.session_id,
@@ -364,6 +406,8 @@ class HubService:
         )
         if self.metrics is not None:
             self.metrics.on_proposed(info)
+        if state != "denied":
+            self.reg.track(info, state)
         if state == "pending":
             self.reg.pending[action.action_id] = PendingAction(info)
             sess.pending.add(action.action_id)
@@ -388,7 +432,10 @@ class HubService:
                 sess, "rate", f"more than {pol.max_actions_per_minute} actions/min", by="hub"
             )
             self.alert("warning", f"{sess.agent}@{sess.env} paused: rate limit exceeded", sess.session_id)
-        self._announce_session(sess)
+        if state == "pending":
+            self._announce_session(sess)  # the pending count changed: at once
+        else:
+            self._touch_session(sess)
 
     async def _answer_again(
         self, sess: LiveSession, action_id: str, stored_digest: str, digest: str, state: str
@@ -413,62 +460,136 @@ class HubService:
             ),
         )
 
-    async def started(self, sess: LiveSession, msg: Started) -> None:
-        row = await self.store.action(msg.action_id)
-        if row is None or row.session_id != sess.session_id:
+    @staticmethod
+    def _own(sess: LiveSession, session_id: str, digest: str, given: str, what: str) -> None:
+        if session_id != sess.session_id:
             raise Refused("unknown_action", "no such action in this session")
-        if row.digest != msg.digest:
-            raise Refused("digest_mismatch", "started digest differs from the proposed action")
+        if digest != given:
+            raise Refused("digest_mismatch", f"{what} digest differs from the proposed action")
+
+    def started_queued(self, sess: LiveSession, msg: Started) -> asyncio.Future[None] | None:
+        """``started`` for an action the hub has in memory: checked without a
+        read and queued for the next commit, in order with this agent's other
+        writes; the caller need not wait for the commit (nothing is sent back).
+        None when the action is not in memory: use :meth:`started`."""
+        live = self.reg.live.get(msg.action_id)
+        if live is None:
+            return None
+        self._own(sess, live.info.session_id, live.info.digest, msg.digest, "started")
+        if live.state in ("running", "succeeded", "failed"):
+            return None  # a re-sent started (after a reconnect): started() answers it
+        if live.state not in ("allowed", "approved"):
+            raise Refused(
+                "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot become running"
+            )
+        fut = self.store.queue_action_state(
+            msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
+        )
+        live.state = "running"
+
+        def committed(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                sess.current_action = live.info.action.command
+                self._touch_session(sess)
+
+        fut.add_done_callback(committed)
+        return fut
+
+    async def started(self, sess: LiveSession, msg: Started) -> None:
+        fut = self.started_queued(sess, msg)
+        if fut is not None:
+            try:
+                await fut
+            except (InvalidTransition, NotFound) as exc:
+                raise Refused("illegal_transition", str(exc)) from None
+            return
+        row = await self.store.action(msg.action_id)
+        if row is None:
+            raise Refused("unknown_action", "no such action in this session")
+        self._own(sess, row.session_id, row.digest, msg.digest, "started")
         if row.state in ("running", "succeeded", "failed"):
             return  # a re-sent started (after a reconnect)
         try:
             await self.store.action_state(
                 msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
             )
-        except StoreError as exc:
+        except (InvalidTransition, NotFound) as exc:
             raise Refused("illegal_transition", str(exc)) from None
         sess.current_action = row.command
-        self._announce_session(sess)
+        self._touch_session(sess)
+
+    def report_queued(self, sess: LiveSession, msg: Report) -> asyncio.Future[None] | None:
+        """``report`` for an action the hub has in memory (see :meth:`started_queued`)."""
+        live = self.reg.live.get(msg.action_id)
+        if live is None:
+            return None
+        self._own(sess, live.info.session_id, live.info.digest, msg.digest, "report")
+        if live.state in ("succeeded", "failed"):
+            return None
+        if live.state not in FINISHABLE:
+            raise Refused(
+                "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot have {msg.status}"
+            )
+        fut = self.store.queue_action_finished(
+            self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms()
+        )
+        live.state = msg.status
+
+        def committed(f: asyncio.Future[None]) -> None:
+            if self.reg.live.get(msg.action_id) is live:
+                del self.reg.live[msg.action_id]
+            if not f.cancelled() and f.exception() is None:
+                self._finished(sess, live.info, msg)
+
+        fut.add_done_callback(committed)
+        return fut
 
     async def report(self, sess: LiveSession, msg: Report) -> None:
+        fut = self.report_queued(sess, msg)
+        if fut is not None:
+            try:
+                await fut
+            except (InvalidTransition, NotFound) as exc:
+                raise Refused("illegal_transition", str(exc)) from None
+            return
         row = await self.store.action(msg.action_id)
-        if row is None or row.session_id != sess.session_id:
+        if row is None:
             raise Refused("unknown_action", "no such action in this session")
-        if row.digest != msg.digest:
-            raise Refused("digest_mismatch", "report digest differs from the proposed action")
+        self._own(sess, row.session_id, row.digest, msg.digest, "report")
         if row.state in ("succeeded", "failed"):
             return  # a re-sent report after a reconnect
-        ts = now_ms()
         try:
-            await self.store.action_finished(
-                OutcomeRow(
-                    action_id=msg.action_id,
-                    status=msg.status,
-                    exit_code=msg.exit_code,
-                    duration_ms=msg.duration_ms,
-                    output_digest=msg.output_digest,
-                    output_tail=msg.output_tail
-                    if not msg.error
-                    else f"{msg.output_tail}\n{msg.error}"[-4000:],
-                    reported_at=ts,
-                ),
-                actor=f"agent:{sess.agent}",
-                ts_ms=ts,
-            )
-        except StoreError as exc:
+            await self.store.action_finished(self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms())
+        except (InvalidTransition, NotFound) as exc:
             raise Refused("illegal_transition", str(exc)) from None
-        if sess.current_action == row.command:
-            sess.current_action = ""
-        info = _row_to_info(row, sess).model_copy(
-            update={
-                "state": msg.status,
-                "exit_code": msg.exit_code,
-                "duration_ms": msg.duration_ms,
-                "output_tail": msg.output_tail[-2000:],
-            }
+        self._finished(sess, _row_to_info(row, sess), msg)
+
+    @staticmethod
+    def _outcome(msg: Report) -> OutcomeRow:
+        return OutcomeRow(
+            action_id=msg.action_id,
+            status=msg.status,
+            exit_code=msg.exit_code,
+            duration_ms=msg.duration_ms,
+            output_digest=msg.output_digest,
+            output_tail=msg.output_tail if not msg.error else f"{msg.output_tail}\n{msg.error}"[-4000:],
+            reported_at=now_ms(),
         )
-        self._announce_action(info)
-        self._announce_session(sess)
+
+    def _finished(self, sess: LiveSession, info: ActionInfo, msg: Report) -> None:
+        if sess.current_action == info.action.command:
+            sess.current_action = ""
+        self._announce_action(
+            info.model_copy(
+                update={
+                    "state": msg.status,
+                    "exit_code": msg.exit_code,
+                    "duration_ms": msg.duration_ms,
+                    "output_tail": msg.output_tail[-2000:],
+                }
+            )
+        )
+        self._touch_session(sess)
 
     async def decision_refused(self, sess: LiveSession, msg: DecisionRefused) -> None:
         """The shim would not use a decision: record it and raise the alarm.
@@ -570,6 +691,12 @@ class HubService:
             if pending.timer is not None:
                 pending.timer.cancel()
             self.reg.pending.pop(aid, None)
+            live = self.reg.live.get(aid)
+            if live is not None:
+                if verdict == "approved":
+                    live.state = verdict
+                else:
+                    del self.reg.live[aid]
             if self.metrics is not None:
                 self.metrics.on_decided(info, verdict, ts)
             if info.env == "prod":
@@ -657,6 +784,7 @@ class HubService:
                 continue
             if pending.timer is not None:
                 pending.timer.cancel()
+            self.reg.live.pop(aid, None)
             try:
                 await self.store.action_state(
                     aid, "cancelled", actor=by, ts_ms=ts, data={"reason": "session killed"}

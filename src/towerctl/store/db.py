@@ -170,9 +170,12 @@ class Store:
         return self._signing_key.sign(message).hex()
 
     async def _write(self, op: Callable[[Tx], T]) -> T:
+        return await self._queue(op)
+
+    def _queue(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
         if self._closing:
             raise StoreError("the store is closed")
-        return await self._writer.submit(op)
+        return self._writer.enqueue(op)
 
     # --------------------------------------------------------------- writes
 
@@ -192,7 +195,10 @@ class Store:
             lambda tx: ops.session_status(tx, session_id, status, actor=actor, reason=reason, ts_ms=ts_ms)
         )
 
-    async def action_proposed(self, row: ActionRow, *, actor: str, ts_ms: int) -> None:
+    async def action_proposed(self, row: ActionRow, *, actor: str, ts_ms: int) -> str | None:
+        """None when recorded; the action's current state when this very
+        proposal was recorded before (a re-send). Raises Conflict when the id
+        belongs to another session or a different action."""
         _ms(ts_ms)
         if row.state not in ops.INITIAL_STATES:
             raise StoreError(f"an action starts allowed, denied or pending, not {row.state}")
@@ -200,7 +206,7 @@ class Store:
             raise StoreError(f"policy verdict {row.policy_verdict} does not allow running it")
         if row.state == "pending" and row.policy_verdict == "deny":
             raise StoreError("policy denies this action; it cannot wait for approval")
-        await self._write(lambda tx: ops.action_proposed(tx, row, actor=actor, ts_ms=ts_ms))
+        return await self._write(lambda tx: ops.action_proposed(tx, row, actor=actor, ts_ms=ts_ms))
 
     async def action_decided(self, decision: DecisionRow, *, new_state: str, ts_ms: int) -> DecisionRow:
         """Raises AlreadyDecided (with the winning decision) if another came first."""
@@ -224,16 +230,32 @@ class Store:
         ts_ms: int,
         data: Mapping[str, object] | None = None,
     ) -> None:
+        await self.queue_action_state(action_id, new_state, actor=actor, ts_ms=ts_ms, data=data)
+
+    def queue_action_state(
+        self,
+        action_id: str,
+        new_state: str,
+        *,
+        actor: str,
+        ts_ms: int,
+        data: Mapping[str, object] | None = None,
+    ) -> asyncio.Future[None]:
+        """Queued now, in order with every other write; awaiting is optional
+        (the hub pipelines an agent's started/report this way)."""
         _ms(ts_ms)
-        await self._write(
+        return self._queue(
             lambda tx: ops.action_state(tx, action_id, new_state, actor=actor, ts_ms=ts_ms, data=data)
         )
 
     async def action_finished(self, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
+        await self.queue_action_finished(outcome, actor=actor, ts_ms=ts_ms)
+
+    def queue_action_finished(self, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> asyncio.Future[None]:
         _ms(ts_ms)
         if outcome.status not in ("succeeded", "failed"):
             raise StoreError(f"outcome status must be succeeded or failed, not {outcome.status}")
-        await self._write(lambda tx: ops.action_finished(tx, outcome, actor=actor, ts_ms=ts_ms))
+        return self._queue(lambda tx: ops.action_finished(tx, outcome, actor=actor, ts_ms=ts_ms))
 
     async def env_frozen(self, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)

@@ -168,6 +168,10 @@ class NotFound(StoreError):
     """The session, action or token named does not exist."""
 
 
+class Conflict(StoreError):
+    """The id is already taken by another session's or a different action."""
+
+
 class InvalidTransition(StoreError):
     """The action is not in a state from which the requested change is allowed."""
 

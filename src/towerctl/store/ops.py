@@ -18,6 +18,7 @@ from typing import Final
 from towerctl.store.models import (
     ActionRow,
     AlreadyDecided,
+    Conflict,
     DecisionRow,
     InvalidTransition,
     NotFound,
@@ -109,12 +110,16 @@ def session_status(tx: Tx, session_id: str, status: str, *, actor: str, reason: 
     )
 
 
-def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> None:
-    existing = tx.one("SELECT digest FROM actions WHERE action_id = ?", (row.action_id,))
+def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> str | None:
+    """Record a new proposal; for the same proposal re-sent (after a reconnect)
+    record nothing and return the state it is in now."""
+    existing = tx.one("SELECT session_id, digest, state FROM actions WHERE action_id = ?", (row.action_id,))
     if existing is not None:
-        if existing[0] == row.digest:
-            return  # the same proposal re-sent after a reconnect
-        raise StoreError(f"action id {row.action_id} already used for a different action")
+        if existing[0] != row.session_id:
+            raise Conflict(f"action id {row.action_id} already used by another session")
+        if existing[1] != row.digest:
+            raise Conflict(f"action id {row.action_id} already used for a different action")
+        return str(existing[2])
     try:
         _insert_action(tx, row)
     except sqlite3.IntegrityError as exc:
@@ -144,6 +149,7 @@ def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> None:
         action_id=row.action_id,
         data={"digest": row.digest, "policy_verdict": row.policy_verdict, "expires_at": row.expires_at},
     )
+    return None
 
 
 def _insert_action(tx: Tx, row: ActionRow) -> None:
