@@ -149,6 +149,10 @@ class Shim:
         self._killed: SessionKilled | None = None
         self._waiters: dict[str, tuple[Propose, asyncio.Future[Decision | Ack]]] = {}
         self._used_decisions: set[str] = set()
+        #: Actions this shim denied at its own timeout. An approval that turns up
+        #: for one later (it was lost in a partition) is refused and reported,
+        #: so the hub's record does not say "approved" for something never run.
+        self._gave_up: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error = ""
@@ -412,6 +416,11 @@ class Shim:
             final = isinstance(msg, Decision) or msg.state in ("denied", "cancelled")
             if entry is not None and not entry[1].done() and final:
                 entry[1].set_result(msg)
+            elif entry is None and isinstance(msg, Decision) and msg.action_id in self._gave_up:
+                del self._gave_up[msg.action_id]
+                if msg.verdict == "approved":
+                    why = "arrived after the shim denied it at its timeout"
+                    self._refuse(msg, msg.action_id, "expired", why)
         elif isinstance(msg, PolicyUpdate):
             if msg.env == self.env:
                 self.gate.set_policy(msg.policy)
@@ -488,6 +497,9 @@ class Shim:
             try:
                 answer = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
+                # The proposal or its answer may have been lost on a link that
+                # looked alive: record the denial, which reaches the hub once back.
+                self._record_local_denial(propose, "timed out")
                 raise ActionDenied(
                     f"no decision within {ruling.timeout_s}s",
                     action_id=action.action_id,
@@ -504,6 +516,9 @@ class Shim:
         return answer
 
     def _record_local_denial(self, propose: Propose, why: str) -> None:
+        self._gave_up[propose.action.action_id] = None
+        while len(self._gave_up) > self._outbox_limit:
+            del self._gave_up[next(iter(self._gave_up))]
         denied = propose.model_copy(
             update={"verdict": "deny", "explanation": f"{why}: no decision before timeout"}
         )
