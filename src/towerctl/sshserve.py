@@ -11,7 +11,8 @@ after the operator with that role, starts ``python -m towerctl.cli tui`` on a
 fresh pseudo-terminal with the token in its environment (never on its command
 line), and relays bytes both ways. The hub audits decisions under the token's
 name, so what alice approves over SSH is recorded as alice's. The token is
-revoked when the session ends.
+revoked when the session ends, and tokens left behind by an ssh-serve that was
+killed outright are revoked when the next one starts (:class:`StoreTokens`).
 
 Sessions without a PTY are refused, window resizes are forwarded
 (``TIOCSWINSZ`` on the master and ``SIGWINCH`` to the console), and when the
@@ -108,16 +109,71 @@ class StoreTokens:
     operator, and revoke it when the session ends (both audited, actor
     ``ssh-serve``). The store may be the hub's own (embedded) or the same
     SQLite file opened by this process: writes take the database lock and
-    re-read the audit chain head."""
+    re-read the audit chain head.
 
-    def __init__(self, store: Store) -> None:
+    A process killed with SIGKILL (or a power cut) cannot revoke what it
+    minted, and those tokens would stay valid. So each ssh-serve process holds
+    an exclusive ``flock`` on ``<db>.ssh-serve/<instance>.lock`` for its
+    lifetime and puts its instance id in every token id it mints; :meth:`sweep`
+    (run at start) revokes the tokens of every instance whose lock nobody holds
+    any more. The kernel drops a dead process's locks, so this needs no pid
+    files and cannot revoke a live instance's tokens.
+    """
+
+    def __init__(self, store: Store, lock_dir: Path | None = None) -> None:
         self.store = store
+        self.instance = uuid.uuid4().hex[:12]
+        self.lock_dir = lock_dir if lock_dir is not None else Path(f"{store.path}.ssh-serve")
+        self._lock: int | None = None
+
+    async def sweep(self) -> list[str]:
+        """Take this instance's lock; revoke dead instances' tokens. Returns their ids."""
+        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._lock is None:
+            fd = os.open(self.lock_dir / f"{self.instance}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock = fd
+        dead: list[str] = []
+        for lock in sorted(self.lock_dir.glob("*.lock")):
+            if lock.stem == self.instance:
+                continue
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # another instance swept it meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # alive
+            try:
+                dead.append(lock.stem)
+                lock.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        revoked: list[str] = []
+        if dead:
+            prefixes = tuple(f"t-ssh-{d}-" for d in dead)
+            ts = time.time_ns() // 1_000_000
+            for row in await self.store.tokens():
+                if row.revoked_at is None and row.token_id.startswith(prefixes):
+                    await self.store.token_revoked(row.token_id, actor="ssh-serve", ts_ms=ts)
+                    revoked.append(row.token_id)
+            if revoked:
+                log.warning("revoked %d token(s) left by ssh-serve processes that died", len(revoked))
+        return revoked
+
+    def close(self) -> None:
+        if self._lock is not None:
+            (self.lock_dir / f"{self.instance}.lock").unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
 
     async def issue(self, who: Identity) -> IssuedToken:
         token = new_token()
         ts = time.time_ns() // 1_000_000
         row = TokenRow(
-            token_id=f"t-ssh-{uuid.uuid4().hex[:12]}",
+            token_id=f"t-ssh-{self.instance}-{uuid.uuid4().hex[:12]}",
             name=who.operator,
             role=who.role,
             envs=(),

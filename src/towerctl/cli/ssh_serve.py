@@ -31,9 +31,11 @@ async def _run(host: str, port: int, url: str, keys: Path, host_key: Path, db: P
 
     store = await Store.open(db, key_path=default_key(db))
     try:
+        tokens = StoreTokens(store)
+        await tokens.sweep()
         server = SSHServe(
             SSHServeConfig(hub_url=url, authorized_keys=keys, host_key=host_key, host=host, port=port),
-            StoreTokens(store),
+            tokens,
         )
         await server.start()
         stop = asyncio.Event()
@@ -45,6 +47,7 @@ async def _run(host: str, port: int, url: str, keys: Path, host_key: Path, db: P
             await stop.wait()
         finally:
             await server.stop()
+            tokens.close()
     finally:
         await store.close()
 
