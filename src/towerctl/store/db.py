@@ -14,6 +14,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -95,14 +96,25 @@ class Store:
         synchronous: str = "NORMAL",
         checkpoint_every: int = 256,
         busy_timeout_ms: int = 5000,
+        writer_process: bool = False,
     ) -> Store:
         """Create or migrate the database and load the chain head.
 
         ``synchronous="NORMAL"`` (WAL) survives a crash of the hub but may lose
         the last commits on power loss, never half of one; ``"FULL"`` makes
         every batch durable before its callers hear back.
+
+        ``writer_process`` runs the transactions in a forked process of their
+        own (the hub's choice: see :mod:`towerctl.store.writer_proc`); the
+        default is a thread, for tools and tests.
         """
-        writer = Writer(
+        if writer_process:
+            from towerctl.store.writer_proc import ProcessWriter
+
+            writer_cls: type[Writer] = ProcessWriter
+        else:
+            writer_cls = Writer
+        writer = writer_cls(
             path,
             key_path,
             synchronous=synchronous,
@@ -117,8 +129,8 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             await writer.stop()
             raise StoreError(f"cannot open {path} for reading: {exc}") from exc
-        tx = writer.tx
-        return cls(path, writer, reader, tx.key.public_key(), tx.key)
+        key = writer.signing_key
+        return cls(path, writer, reader, key.public_key(), key)
 
     async def close(self) -> None:
         """Sign a last checkpoint over everything written, then release the file."""
@@ -181,7 +193,7 @@ class Store:
 
     async def session_started(self, row: SessionRow, *, resumed: bool, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(lambda tx: ops.session_started(tx, row, resumed=resumed, ts_ms=ts_ms))
+        await self._write(partial(ops.session_started, row=row, resumed=resumed, ts_ms=ts_ms))
 
     async def session_status(
         self, session_id: str, status: str, *, actor: str, reason: str, ts_ms: int
@@ -192,7 +204,14 @@ class Store:
         if not _NAME.match(status):
             raise StoreError(f"bad session status {status!r}")
         await self._write(
-            lambda tx: ops.session_status(tx, session_id, status, actor=actor, reason=reason, ts_ms=ts_ms)
+            partial(
+                ops.session_status,
+                session_id=session_id,
+                status=status,
+                actor=actor,
+                reason=reason,
+                ts_ms=ts_ms,
+            )
         )
 
     async def action_proposed(self, row: ActionRow, *, actor: str, ts_ms: int) -> str | None:
@@ -206,7 +225,7 @@ class Store:
             raise StoreError(f"policy verdict {row.policy_verdict} does not allow running it")
         if row.state == "pending" and row.policy_verdict == "deny":
             raise StoreError("policy denies this action; it cannot wait for approval")
-        return await self._write(lambda tx: ops.action_proposed(tx, row, actor=actor, ts_ms=ts_ms))
+        return await self._write(partial(ops.action_proposed, row=row, actor=actor, ts_ms=ts_ms))
 
     async def action_decided(self, decision: DecisionRow, *, new_state: str, ts_ms: int) -> DecisionRow:
         """Raises AlreadyDecided (with the winning decision) if another came first."""
@@ -217,7 +236,7 @@ class Store:
                 f"and be one of {sorted(DECISION_VERDICTS)}"
             )
         result: DecisionRow = await self._write(
-            lambda tx: ops.action_decided(tx, decision, new_state=new_state, ts_ms=ts_ms)
+            partial(ops.action_decided, decision=decision, new_state=new_state, ts_ms=ts_ms)
         )
         return result
 
@@ -245,7 +264,14 @@ class Store:
         (the hub pipelines an agent's started/report this way)."""
         _ms(ts_ms)
         return self._queue(
-            lambda tx: ops.action_state(tx, action_id, new_state, actor=actor, ts_ms=ts_ms, data=data)
+            partial(
+                ops.action_state,
+                action_id=action_id,
+                new_state=new_state,
+                actor=actor,
+                ts_ms=ts_ms,
+                data=None if data is None else dict(data),
+            )
         )
 
     async def action_finished(self, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
@@ -255,28 +281,28 @@ class Store:
         _ms(ts_ms)
         if outcome.status not in ("succeeded", "failed"):
             raise StoreError(f"outcome status must be succeeded or failed, not {outcome.status}")
-        return self._queue(lambda tx: ops.action_finished(tx, outcome, actor=actor, ts_ms=ts_ms))
+        return self._queue(partial(ops.action_finished, outcome=outcome, actor=actor, ts_ms=ts_ms))
 
     async def env_frozen(self, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(lambda tx: ops.env_frozen(tx, env, frozen, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops.env_frozen, env=env, frozen=frozen, actor=actor, ts_ms=ts_ms))
 
     async def policy_saved(self, env: str, doc_json: dict[str, object], *, actor: str, ts_ms: int) -> int:
         """Returns the new version (1 for an environment's first policy)."""
         _ms(ts_ms)
         version: int = await self._write(
-            lambda tx: ops.policy_saved(tx, env, doc_json, actor=actor, ts_ms=ts_ms)
+            partial(ops.policy_saved, env=env, doc=doc_json, actor=actor, ts_ms=ts_ms)
         )
         return version
 
     async def token_added(self, row: TokenRow, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(lambda tx: ops.token_added(tx, row, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops.token_added, row=row, actor=actor, ts_ms=ts_ms))
 
     async def token_revoked(self, token_id: str, *, actor: str, ts_ms: int) -> None:
         """Revoking an already revoked token changes nothing and records nothing."""
         _ms(ts_ms)
-        await self._write(lambda tx: ops.token_revoked(tx, token_id, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops.token_revoked, token_id=token_id, actor=actor, ts_ms=ts_ms))
 
     async def audit_note(
         self,
@@ -293,11 +319,12 @@ class Store:
         if not _EVENT.match(event):
             raise StoreError(f"bad audit event name {event!r} (want e.g. 'hub.started')")
         await self._write(
-            lambda tx: tx.audit(
-                event,
+            partial(
+                Tx.audit,
+                event=event,
                 actor=actor,
                 ts_ms=ts_ms,
-                data=data,
+                data=dict(data),
                 session_id=session_id,
                 action_id=action_id,
             )

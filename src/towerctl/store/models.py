@@ -183,3 +183,6 @@ class AlreadyDecided(StoreError):
     def __init__(self, existing: DecisionRow) -> None:
         super().__init__(f"action {existing.action_id} already {existing.verdict} by {existing.operator}")
         self.existing = existing
+
+    def __reduce__(self) -> tuple[type[AlreadyDecided], tuple[DecisionRow]]:
+        return (AlreadyDecided, (self.existing,))  # crosses the writer process's pipe

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from towerctl.audit.signing import KeyFileError, load_or_create_key
 from towerctl.store.models import StoreError
 from towerctl.store.schema import SchemaError, migrate
@@ -126,6 +128,11 @@ class Writer:
         if self._tx is None:
             raise StoreError("the store is closed")
         return self._tx
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The audit/decision key, for signing in the caller's process."""
+        return self.tx.key
 
     # ------------------------------------------------------------ lifecycle
 
@@ -259,7 +266,7 @@ class Writer:
         self.stats.operations += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         try:
-            results = await loop.run_in_executor(self._executor, self._apply, [j.op for j in batch])
+            results = await self._execute(loop, [j.op for j in batch])
         except Exception as exc:
             self.stats.failed_batches += 1
             for j in batch:
@@ -272,6 +279,11 @@ class Writer:
                 j.future.set_result(value)
             else:
                 j.future.set_exception(_as_store_error(cast(BaseException, value), "not written"))
+
+    async def _execute(
+        self, loop: asyncio.AbstractEventLoop, ops: list[Callable[[Tx], object]]
+    ) -> list[tuple[bool, object]]:
+        return await loop.run_in_executor(self._executor, self._apply, ops)
 
     def _apply(self, ops: list[Callable[[Tx], object]]) -> list[tuple[bool, object]]:
         """The batch, in the writer thread. Returns (ok, value-or-exception) per op.

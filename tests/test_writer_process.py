@@ -1,0 +1,197 @@
+"""The hub's writer in its own process (``Store.open(writer_process=True)``).
+
+Same group-commit semantics as the thread writer; plus what a process adds:
+errors and decisions cross the pipe intact, a dead writer process makes every
+write fail (the hub then refuses: fail closed), and a writer whose parent was
+SIGKILLed exits by itself instead of holding the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError
+from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
+from towerctl.store.writer_proc import ProcessWriter
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = 1_700_000_000_000
+DIGEST = "ab" * 32
+
+
+def session() -> SessionRow:
+    return SessionRow(
+        session_id="s-1", agent="a", env="prod", host="h", pid=1, status="active", started_at=T0, last_seen=T0
+    )
+
+
+def action(aid: str, *, state: str = "allowed", verdict: str = "allow") -> ActionRow:
+    return ActionRow(
+        action_id=aid,
+        session_id="s-1",
+        kind="shell",
+        command=f"echo {aid}",
+        target=None,
+        digest=DIGEST,
+        risk="read",
+        reasons=("echo",),
+        policy_verdict=verdict,
+        rule=None,
+        state=state,
+        body={"action_id": aid, "command": f"echo {aid}"},
+        created_at=T0,
+        updated_at=T0,
+        expires_at=T0 + 60_000 if state == "pending" else None,
+    )
+
+
+def key_of(tmp_path: Path) -> Path:
+    return tmp_path / "k" / "audit.key"
+
+
+async def open_store(tmp_path: Path) -> Store:
+    return await Store.open(tmp_path / "t.db", key_path=key_of(tmp_path), writer_process=True)
+
+
+async def verify(tmp_path: Path, key: Path) -> bool:
+    store = await Store.open(tmp_path / "t.db", key_path=key)
+    try:
+        return (await store.verify()).ok
+    finally:
+        await store.close()
+
+
+async def test_a_concurrent_lifecycle_commits_in_batches_and_verifies(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    try:
+        assert isinstance(store._writer, ProcessWriter)
+        assert store._writer.pid != os.getpid()
+        await store.session_started(session(), resumed=False, ts_ms=T0)
+
+        async def one(i: int) -> None:
+            aid = f"a-{i:04d}"
+            assert await store.action_proposed(action(aid), actor="agent:a", ts_ms=T0 + 1) is None
+            store.queue_action_state(aid, "running", actor="agent:a", ts_ms=T0 + 2)
+            outcome = OutcomeRow(
+                action_id=aid,
+                status="succeeded",
+                exit_code=0,
+                duration_ms=1,
+                output_digest=None,
+                output_tail="ok",
+                reported_at=T0 + 3,
+            )
+            await store.queue_action_finished(outcome, actor="agent:a", ts_ms=T0 + 3)
+
+        await asyncio.gather(*(one(i) for i in range(300)))
+        stats = store.write_stats
+        assert stats.operations >= 901 and stats.largest_batch > 1  # batched, not one by one
+        # A re-sent proposal answers with its state; a clash is a Conflict, across the pipe.
+        assert await store.action_proposed(action("a-0001"), actor="agent:a", ts_ms=T0 + 5) == "succeeded"
+        clash = replace(action("a-0001"), digest="cd" * 32)
+        with pytest.raises(Conflict, match="different action"):
+            await store.action_proposed(clash, actor="agent:a", ts_ms=T0 + 5)
+        with pytest.raises(InvalidTransition):
+            await store.action_state("a-0002", "running", actor="x", ts_ms=T0 + 6)
+    finally:
+        await store.close()
+    assert await verify(tmp_path, key_of(tmp_path))
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (300,)
+
+
+async def test_already_decided_crosses_the_pipe_with_the_winner(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    try:
+        await store.session_started(session(), resumed=False, ts_ms=T0)
+        await store.action_proposed(action("p-1", state="pending", verdict="ask"), actor="agent:a", ts_ms=T0)
+        first = DecisionRow("d-1", "p-1", "approved", "alice", "ok", DIGEST, T0 + 1)
+        second = DecisionRow("d-2", "p-1", "denied", "bob", "no", DIGEST, T0 + 1)
+        results = await asyncio.gather(
+            store.action_decided(first, new_state="approved", ts_ms=T0 + 1),
+            store.action_decided(second, new_state="denied", ts_ms=T0 + 1),
+            return_exceptions=True,
+        )
+        assert results[0] == first
+        assert isinstance(results[1], AlreadyDecided)
+        assert results[1].existing.operator == "alice"  # who won, not just a message
+    finally:
+        await store.close()
+    assert await verify(tmp_path, key_of(tmp_path))
+
+
+async def test_a_dead_writer_process_fails_every_write_closed(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    writer = store._writer
+    assert isinstance(writer, ProcessWriter)
+    try:
+        await store.session_started(session(), resumed=False, ts_ms=T0)
+        os.kill(writer.pid, signal.SIGKILL)
+        with pytest.raises(StoreError):
+            await store.action_proposed(action("x-1"), actor="agent:a", ts_ms=T0 + 1)
+        with pytest.raises(StoreError):  # and every later one, at once
+            await store.action_proposed(action("x-2"), actor="agent:a", ts_ms=T0 + 2)
+    finally:
+        with pytest.raises(StoreError):  # the final checkpoint cannot be written: said, not hidden
+            await store.close()
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM actions").fetchone() == (0,)
+    assert await verify(tmp_path, key_of(tmp_path))
+
+
+_PARENT = """
+import asyncio, sys
+from pathlib import Path
+from towerctl.store import Store
+
+async def main() -> None:
+    store = await Store.open(Path(sys.argv[1]), key_path=Path(sys.argv[2]), writer_process=True)
+    await store.audit_note("hub.started", actor="test", data={}, ts_ms=1)
+    print(store._writer.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def exited(pid: int, timeout: float) -> None:
+    """Wait for a process that is not our child to exit: its pidfd turns readable."""
+    fd = os.pidfd_open(pid)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def test_writer_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PARENT, str(tmp_path / "t.db"), str(tmp_path / "k.key"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    child = int((await asyncio.wait_for(parent.stdout.readline(), 30)).decode())
+    fd = os.pidfd_open(child)  # fails if it is already gone
+    os.close(fd)
+    parent.send_signal(signal.SIGKILL)
+    await parent.wait()
+    await exited(child, 10)  # TimeoutError here: the writer outlived its hub
+    # The database is not left locked: a new store opens and writes at once.
+    store = await Store.open(tmp_path / "t.db", key_path=tmp_path / "k.key", busy_timeout_ms=500)
+    try:
+        await store.audit_note("hub.started", actor="test", data={}, ts_ms=2)
+    finally:
+        await store.close()
+    assert await verify(tmp_path, tmp_path / "k.key")
