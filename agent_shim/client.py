@@ -153,6 +153,7 @@ class Shim:
         #: for one later (it was lost in a partition) is refused and reported,
         #: so the hub's record does not say "approved" for something never run.
         self._gave_up: dict[str, None] = {}
+        self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error = ""
@@ -211,6 +212,11 @@ class Shim:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), drain_timeout)
         self._closing = True
+        ws = self._ws
+        if ws is not None:
+            # A clean close (1000) tells the hub the session is over, not lost.
+            with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+                await asyncio.wait_for(ws.close(1000, "shim closed"), 3.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -242,7 +248,11 @@ class Shim:
                     close_timeout=2,
                     ssl=self._ssl,
                 ) as ws:
-                    await self._session(ws)
+                    self._ws = ws
+                    try:
+                        await self._session(ws)
+                    finally:
+                        self._ws = None
                     delay = 0.05
             except asyncio.CancelledError:
                 raise

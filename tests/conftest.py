@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,3 +87,33 @@ async def next_event(client: OperatorClient, match: Callable[[Any], bool], timeo
         raise AssertionError("operator connection closed")
 
     return await asyncio.wait_for(scan(), timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_runtime_dir() -> Iterator[None]:
+    """Keep local shim daemons started by tests (``towerctl exec``, gate wrappers)
+    out of the user's runtime dir, and stop them when the session ends.
+
+    Subprocess environments drop ``TOWER_*`` but keep ``XDG_RUNTIME_DIR``, so
+    every daemon a test starts lives under this short temporary directory.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from towerctl.localshim import daemon, fastclient
+
+    root = tempfile.mkdtemp(prefix="txr-", dir="/tmp")
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = root
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+        sock_dir = os.path.join(root, f"towerctl-{os.getuid()}")
+        if os.path.isdir(sock_dir):
+            daemon.request(os.path.join(sock_dir, f"shimd-{fastclient.install_key()}.sock"), "stop", 5.0)
+        shutil.rmtree(root, ignore_errors=True)

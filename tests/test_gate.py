@@ -65,6 +65,9 @@ def agent_env(tower: Tower, tmp_path: Path, path: list[Path], **extra: str) -> d
         TOWER_TOKEN=tower.tokens["agent"],
         TOWER_ENV="dev",
         TOWER_AGENT="deploy-bot",
+        # The in-process path (the wrapper's fast client hands over to gate_wrapper);
+        # the local shim daemon path is tested in test_localshim.py.
+        TOWER_NO_DAEMON="1",
         PATH=os.pathsep.join([*map(str, path), "/usr/bin", "/bin"]),
     )
     env.update(extra)
