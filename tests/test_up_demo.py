@@ -237,10 +237,10 @@ async def test_start_embedded_bootstraps_tokens_url_file_and_signs_on_stop(home:
         assert (home / "hub.url").read_text().strip() == emb.url and mode(home / "hub.url") == 0o600
         async with Shim(emb.url, emb.agent_token, agent="probe", env="dev") as shim:
             assert shim.connected
-        # What `towerctl sessions` in another shell does: URL and token from the files.
-        result = await asyncio.to_thread(CliRunner().invoke, cli, ["sessions", "--json"])
-        assert result.exit_code == 0, result.output
-        assert '"probe"' in result.output
+            # What `towerctl sessions` in another shell does: URL and token from the files.
+            result = await asyncio.to_thread(CliRunner().invoke, cli, ["sessions", "--json"])
+            assert result.exit_code == 0, result.output
+            assert '"probe"' in result.output
     finally:
         await emb.stop()
     assert not (home / "hub.url").exists(), "a stopped hub's URL is retracted"

@@ -229,49 +229,66 @@ class Writer:
         """Run ``op`` in the next batch; returns after its COMMIT."""
         return await self.enqueue(op)
 
+    async def _next_batch(self) -> tuple[list[_Job], bool]:
+        """Everything queued (up to MAX_BATCH) once something is; True when told to stop."""
+        job = await self._queue.get()
+        if job is None:
+            return [], True
+        batch = [job]
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         batch: list[_Job] = []
         try:
             while True:
-                job = await self._queue.get()
-                if job is None:
-                    return
-                batch = [job]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                await self._commit(loop, batch)
-                batch = []
+                batch, stop = await self._next_batch()
+                if batch:
+                    await self._commit(loop, batch)
+                    batch = []
                 if stop:
                     return
         finally:
             self._accepting = False
             for j in batch:
                 _fail(j.future, RuntimeError("writer stopped"), "outcome unknown")
-            while not self._queue.empty():
-                left = self._queue.get_nowait()
-                if left is not None:
-                    _fail(left.future, RuntimeError("writer stopped"), "not written")
+            self._fail_queued()
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            left = self._queue.get_nowait()
+            if left is not None:
+                _fail(left.future, RuntimeError("writer stopped"), "not written")
+
+    def _count(self, batch: list[_Job]) -> None:
         self.stats.batches += 1
         self.stats.operations += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
+        self._count(batch)
         try:
             results = await self._execute(loop, [j.op for j in batch])
         except Exception as exc:
-            self.stats.failed_batches += 1
-            for j in batch:
-                _fail(j.future, exc, "not written")
+            self._fail_batch(batch, exc)
             return
+        self._settle(batch, results)
+
+    def _fail_batch(self, batch: list[_Job], exc: BaseException) -> None:
+        self.stats.failed_batches += 1
+        for j in batch:
+            _fail(j.future, exc, "not written")
+
+    @staticmethod
+    def _settle(batch: list[_Job], results: list[tuple[bool, object]]) -> None:
         for j, (ok, value) in zip(batch, results, strict=True):
             if j.future.done():
                 continue  # the caller gave up waiting; the write stands

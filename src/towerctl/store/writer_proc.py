@@ -35,20 +35,23 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from towerctl.audit.signing import load_or_create_key
 from towerctl.store.models import StoreError
 from towerctl.store.tx import Tx
-from towerctl.store.writer import Writer
+from towerctl.store.writer import Writer, _fail, _Job
 
 T = TypeVar("T")
 
 _HEADER: Final = struct.Struct("!I")
 #: How long stop() waits for the child to finish its batch and exit before killing it.
 STOP_TIMEOUT_S: Final = 30.0
+#: Batches sent to the child and not yet answered.
+MAX_IN_FLIGHT: Final = 2
 
 
 def _portable(exc: BaseException) -> StoreError:
@@ -132,8 +135,8 @@ class ProcessWriter(Writer):
         self._pid = 0
         self._rx: asyncio.StreamReader | None = None
         self._tx_stream: asyncio.StreamWriter | None = None
-        self._io = asyncio.Lock()
         self._key: Ed25519PrivateKey | None = None
+        self._broken: StoreError | None = None
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
@@ -215,34 +218,106 @@ class ProcessWriter(Writer):
             header = await self._rx.readexactly(_HEADER.size)
             body = await self._rx.readexactly(_HEADER.unpack(header)[0])
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            self._accepting = False
-            raise StoreError("the store's writer process is gone; refusing all writes") from exc
+            raise self._gone(exc) from exc
         kind, value = pickle.loads(body)
         return str(kind), value
 
-    async def _call(self, kind: str, payload: object) -> object:
-        async with self._io:
-            if self._tx_stream is None or self._tx_stream.is_closing():
-                raise StoreError("the store is closed")
-            data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
-            self._tx_stream.write(_HEADER.pack(len(data)) + data)
-            try:
-                await self._tx_stream.drain()
-            except ConnectionError as exc:
-                self._accepting = False
-                raise StoreError("the store's writer process is gone; refusing all writes") from exc
-            answer, value = await self._read()
-        if answer != "ok":
-            raise value if isinstance(value, StoreError) else StoreError(str(value))
-        return value
+    # One batch is applied in the child while the next is gathered and sent:
+    # without this the two processes take turns and each idles half the time.
 
-    async def _execute(
-        self, loop: asyncio.AbstractEventLoop, ops: list[Callable[[Tx], object]]
-    ) -> list[tuple[bool, object]]:
-        result = await self._call("batch", ops)
-        assert isinstance(result, list)
-        return result
+    async def _run(self) -> None:
+        inflight: asyncio.Queue[_InFlight | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT - 1)
+        receiver = asyncio.create_task(self._receive(inflight), name="towerctl-store-writer-replies")
+        batch: list[_Job] = []
+        try:
+            while True:
+                batch, stop = await self._next_batch()
+                if batch:
+                    conn_calls = [j for j in batch if isinstance(j.op, _ConnCall)]
+                    ops = [j for j in batch if not isinstance(j.op, _ConnCall)]
+                    if ops:
+                        self._count(ops)
+                        await self._send("batch", [j.op for j in ops], ops, inflight)
+                    for j in conn_calls:
+                        await self._send("conn", cast(_ConnCall, j.op).fn, [j], inflight)
+                    batch = []
+                if stop:
+                    return
+        finally:
+            self._accepting = False
+            for j in batch:
+                _fail(j.future, RuntimeError("writer stopped"), "outcome unknown")
+            await inflight.put(None)
+            await receiver
+            self._fail_queued()
+
+    async def _send(
+        self, kind: str, payload: object, jobs: list[_Job], inflight: asyncio.Queue[_InFlight | None]
+    ) -> None:
+        if self._broken is not None or self._tx_stream is None:
+            self._fail_batch(jobs, self._broken or StoreError("the store is closed"))
+            return
+        try:
+            data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a programming error: an op that cannot cross the pipe
+            self._fail_batch(jobs, StoreError(f"cannot send the write to the writer process: {exc}"))
+            return
+        self._tx_stream.write(_HEADER.pack(len(data)) + data)
+        await inflight.put(_InFlight(kind, jobs))
+        try:
+            await self._tx_stream.drain()
+        except ConnectionError as exc:
+            self._gone(exc)
+
+    def _gone(self, exc: BaseException) -> StoreError:
+        if self._broken is None:
+            self._broken = StoreError("the store's writer process is gone; refusing all writes")
+            self._broken.__cause__ = exc
+            self._accepting = False
+        return self._broken
+
+    async def _receive(self, inflight: asyncio.Queue[_InFlight | None]) -> None:
+        while True:
+            entry = await inflight.get()
+            if entry is None:
+                return
+            answer, value = "fail", None
+            if self._broken is None:
+                try:
+                    answer, value = await self._read()
+                except StoreError as exc:
+                    self._gone(exc)
+            if self._broken is not None:
+                self._fail_batch(entry.jobs, self._broken)
+                continue
+            if answer != "ok":
+                err = value if isinstance(value, BaseException) else StoreError(str(value))
+                self._fail_batch(entry.jobs, err)
+            elif entry.kind == "conn":
+                fut = entry.jobs[0].future
+                if not fut.done():
+                    fut.set_result(value)
+            else:
+                assert isinstance(value, list)
+                self._settle(entry.jobs, value)
 
     async def run_on_connection(self, fn: Callable[[Any], T]) -> T:
-        """``fn`` must be picklable (a module-level function): it runs in the child."""
-        return await self._call("conn", fn)  # type: ignore[return-value]
+        """``fn`` must be picklable (a module-level function): it runs in the
+        child, between batches."""
+        return await self.enqueue(cast(Callable[[Tx], T], _ConnCall(fn)))
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnCall:
+    """Not an operation: ``fn(connection)`` run on its own between batches."""
+
+    fn: Callable[[Any], object]
+
+    def __call__(self, tx: Tx) -> object:  # pragma: no cover - never applied as an op
+        raise StoreError("a connection call cannot run inside a batch")
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    kind: str
+    jobs: list[_Job]
