@@ -63,6 +63,10 @@ SHIM_VERSION: Final = "0.1.0"
 DECISION_GRACE_S: Final = 2.0
 
 
+#: Close code of a shim that leaves its session to be resumed by a later process.
+CLOSE_SESSION_CONTINUES: Final = 4000
+
+
 def agent_url(url: str) -> str:
     """``ws://host:port`` → ``ws://host:port/agent`` (an explicit path is kept)."""
     base = url.rstrip("/")
@@ -107,12 +111,15 @@ class Shim:
         on_kill: Callable[[SessionKilled], None] | None = None,
         hub_key: str | bytes | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        end_session_on_close: bool = True,
     ) -> None:
         """``hub_key`` pins the hub's Ed25519 public key (raw 32 bytes, or hex /
         base64 of them; default ``TOWER_HUB_KEY``): approvals must be signed by
         it. Without a pin the key the hub announces on first connect is trusted
         (TOFU, logged as a warning). ``ssl`` is the TLS context for ``wss://``
-        (default: the system CAs, or ``TOWER_CA``)."""
+        (default: the system CAs, or ``TOWER_CA``). ``end_session_on_close=False``
+        is for a process that is one step of a longer session (a hook run once
+        per tool call): closing then leaves the session to be resumed."""
         self.url = agent_url(url)
         self._ssl = client_ssl_context(self.url, ssl)
         if hub_key is None:
@@ -129,6 +136,7 @@ class Shim:
         self.session_id = session_id or f"s-{uuid.uuid4().hex[:16]}"
         self._token = token
         self._connect_timeout = connect_timeout
+        self._close_code = 1000 if end_session_on_close else CLOSE_SESSION_CONTINUES
         self._reconnect_max = reconnect_max_s
         self._on_kill = on_kill
         self.gate = Gate(env)
@@ -214,9 +222,9 @@ class Shim:
         self._closing = True
         ws = self._ws
         if ws is not None:
-            # A clean close (1000) tells the hub the session is over, not lost.
+            # 1000 tells the hub the session is over, not lost.
             with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
-                await asyncio.wait_for(ws.close(1000, "shim closed"), 3.0)
+                await asyncio.wait_for(ws.close(self._close_code, "shim closed"), 3.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -61,6 +61,7 @@ async def serve_forever(
     announce: bool = True,
     webhook: str | None = None,
     webhook_after: float = 60.0,
+    writer_process: bool = True,
 ) -> None:
     from agent_shim.policy import parse_policy_toml
     from towerctl.hub.server import Hub, HubConfig
@@ -76,11 +77,12 @@ async def serve_forever(
             ssl_context=ssl_ctx,
             webhook_url=webhook,
             webhook_after_s=webhook_after,
+            writer_process=writer_process,
         )
     )
     await hub.start(policy)
     # Everything after start() is inside the try: a failure announcing the hub
-    # must stop it (its writer thread would otherwise keep the process alive
+    # must stop it (its writer would otherwise keep the process alive
     # with SIGTERM handled by a loop that no longer runs).
     try:
         stop = asyncio.Event()
@@ -124,6 +126,13 @@ async def serve_forever(
     show_default=True,
     help="SQLite durability: full survives power loss.",
 )
+@click.option(
+    "--writer",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Where SQLite commits run: a forked process beside the event loop, or a thread sharing it.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line on stderr.")
 @click.option(
     "--webhook",
@@ -149,6 +158,7 @@ def serve(
     tls_key: str | None,
     insecure: bool,
     synchronous: str,
+    writer: str,
     log_json: bool,
     webhook: str | None,
     webhook_after: float,
@@ -194,6 +204,7 @@ def serve(
                 synchronous.upper(),
                 webhook=webhook,
                 webhook_after=webhook_after,
+                writer_process=writer == "process",
             )
         )
     except OSError as exc:

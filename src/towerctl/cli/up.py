@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -133,7 +134,10 @@ async def start_embedded(
     port_taken: int | None = None
     if port != 0 and not port_is_free(port):
         port_taken, port = port, 0
-    hub = Hub(HubConfig(host=HOST, port=port, db_path=db_path, key_path=key_path, synchronous=sync))
+    config = HubConfig(
+        host=HOST, port=port, db_path=db_path, key_path=key_path, synchronous=sync, writer_process=True
+    )
+    hub = Hub(config)
     try:
         await hub.start(policy)
     except OSError as exc:
@@ -142,7 +146,7 @@ async def start_embedded(
             raise
         # Taken between the probe and the bind: fall back all the same.
         port_taken = port
-        hub = Hub(HubConfig(host=HOST, port=0, db_path=db_path, key_path=key_path, synchronous=sync))
+        hub = Hub(dataclasses.replace(config, port=0))
         await hub.start(policy)
     try:
         assert hub.store is not None

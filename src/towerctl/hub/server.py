@@ -17,8 +17,9 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
+from pydantic import TypeAdapter
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -56,12 +57,14 @@ from towerctl.hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from towerctl.hub.metrics import HubMetrics
 from towerctl.hub.notify import ApprovalNotifier
 from towerctl.hub.service import DEFAULT_DECISION_TTL_S, HubService, Refused, now_ms
-from towerctl.store import Store, StoreError
+from towerctl.store import InvalidTransition, NotFound, Store, StoreError
 
 log = logging.getLogger("towerctl.hub")
 
 MAX_STRIKES: Final = 10
 HELLO_TIMEOUT_S: Final = 10.0
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -77,6 +80,20 @@ class HubConfig:
     #: POST a Slack-compatible ``{"text": …}`` here when an approval waits longer than ``webhook_after_s``.
     webhook_url: str | None = None
     webhook_after_s: float = 60.0
+    #: A TCP connection must complete its websocket handshake (TLS included)
+    #: within this many seconds or it is dropped: slowloris-style peers that
+    #: send nothing, or half a request line, cannot hold sockets for long.
+    open_timeout_s: float = 10.0
+    #: After the upgrade, the first message (hello) must arrive within this.
+    hello_timeout_s: float = HELLO_TIMEOUT_S
+    #: Rejected frames on one connection before it is closed (1008).
+    max_strikes: int = MAX_STRIKES
+    #: How long a store write waits for a lock held by another process before
+    #: failing (the hub then refuses: fail closed).
+    store_busy_timeout_ms: int = 5000
+    #: Commit in a forked writer process instead of a thread (``towerctl serve`` and
+    #: ``up`` do): the event loop then has the interpreter to itself.
+    writer_process: bool = False
 
 
 class Hub:
@@ -88,6 +105,7 @@ class Hub:
         self.service: HubService | None = None
         self._server: Server | None = None
         self._principals: dict[ServerConnection, Principal] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self._bound_port: int | None = None
         #: ``GET /metrics``: one registry per hub, surviving stop/start of this object.
         self.metrics = HubMetrics(lambda: self.service)
@@ -110,7 +128,11 @@ class Hub:
 
     async def start(self, policy: PolicyDoc | None = None) -> None:
         self.store = await Store.open(
-            self.config.db_path, key_path=self.config.key_path, synchronous=self.config.synchronous
+            self.config.db_path,
+            key_path=self.config.key_path,
+            synchronous=self.config.synchronous,
+            busy_timeout_ms=self.config.store_busy_timeout_ms,
+            writer_process=self.config.writer_process,
         )
         self.service = HubService(self.store, decision_ttl_s=self.config.decision_ttl_s)
         self.service.metrics = self.metrics
@@ -134,7 +156,7 @@ class Hub:
             max_queue=16,
             ping_interval=20,
             ping_timeout=20,
-            open_timeout=10,
+            open_timeout=self.config.open_timeout_s,
             # A peer that stops reading must not hold up shutdown for websockets' 10 s default.
             close_timeout=2,
             ssl=self.config.ssl_context,
@@ -250,13 +272,35 @@ class Hub:
         except ConnectionClosed:
             pass
         except StoreError as exc:
-            # Fail closed: a store we cannot write to means no decisions at all.
-            log.error("store failure, closing connection: %s", exc)
-            with contextlib.suppress(ConnectionClosed):
-                await conn.send(
-                    encode(ErrorMsg(code="store_unavailable", message=str(exc)[:4000], fatal=True))
-                )
-                await conn.close(1011, "store unavailable")
+            await self._store_failed(conn, exc)
+
+    async def _store_failed(self, conn: ServerConnection, exc: StoreError) -> None:
+        # Fail closed: a store we cannot write to means no decisions at all.
+        log.error("store failure, closing connection: %s", exc)
+        with contextlib.suppress(ConnectionClosed):
+            await conn.send(encode(ErrorMsg(code="store_unavailable", message=str(exc)[:4000], fatal=True)))
+            await conn.close(1011, "store unavailable")
+
+    def _watch(self, conn: ServerConnection, fut: asyncio.Future[None], raw: str | bytes) -> None:
+        """A pipelined write (started/report): the agent's loop moved on, so
+        its outcome is dealt with here once the batch commits."""
+
+        def done(f: asyncio.Future[None]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if exc is None:
+                return
+            if isinstance(exc, (InvalidTransition, NotFound)):
+                reply = encode(ErrorMsg(code="illegal_transition", message=str(exc)[:4000], ref=_ref(raw)))
+                task = asyncio.ensure_future(_send_quietly(conn, reply))
+            elif isinstance(exc, StoreError):
+                task = asyncio.ensure_future(self._store_failed(conn, exc))
+            else:  # pragma: no cover - the writer turns everything into StoreError
+                log.error("pipelined write failed: %r", exc)
+                return
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        fut.add_done_callback(done)
 
     async def _reject(
         self, conn: ServerConnection, code: str, message: str, ref: str | None = None, fatal: bool = False
@@ -268,9 +312,13 @@ class Hub:
     async def _agent(self, conn: ServerConnection, principal: Principal) -> None:
         assert self.service is not None
         try:
-            first = decode(AgentMessageAdapter, await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S))
+            first = _decode_frame(
+                AgentMessageAdapter, await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
+            )
         except TimeoutError:
-            await self._reject(conn, "timeout", "no hello within 10s", fatal=True)
+            await self._reject(
+                conn, "timeout", f"no hello within {self.config.hello_timeout_s:g}s", fatal=True
+            )
             return
         except ProtocolError as exc:
             await self._reject(conn, exc.code, exc.message, fatal=True)
@@ -305,13 +353,21 @@ class Hub:
         try:
             async for raw in conn:
                 try:
-                    msg = decode(AgentMessageAdapter, raw)
+                    msg = _decode_frame(AgentMessageAdapter, raw)
                     if isinstance(msg, Propose):
                         await self.service.propose(sess, msg)
                     elif isinstance(msg, Started):
-                        await self.service.started(sess, msg)
+                        queued = self.service.started_queued(sess, msg)
+                        if queued is None:
+                            await self.service.started(sess, msg)
+                        else:
+                            self._watch(conn, queued, raw)
                     elif isinstance(msg, Report):
-                        await self.service.report(sess, msg)
+                        queued = self.service.report_queued(sess, msg)
+                        if queued is None:
+                            await self.service.report(sess, msg)
+                        else:
+                            self._watch(conn, queued, raw)
                     elif isinstance(msg, SelfPaused):
                         await self.service.self_paused(sess, msg.reason)
                     elif isinstance(msg, DecisionRefused):
@@ -321,7 +377,7 @@ class Hub:
                 except (ProtocolError, Refused) as exc:
                     strikes += 1
                     await self._reject(conn, exc.code, exc.message, ref=_ref(raw))
-                    if strikes >= MAX_STRIKES:
+                    if strikes >= self.config.max_strikes:
                         await self._reject(
                             conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
                         )
@@ -333,9 +389,13 @@ class Hub:
         assert self.service is not None
         svc = self.service
         try:
-            first = decode(OperatorMessageAdapter, await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S))
+            first = _decode_frame(
+                OperatorMessageAdapter, await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
+            )
         except TimeoutError:
-            await self._reject(conn, "timeout", "no hello within 10s", fatal=True)
+            await self._reject(
+                conn, "timeout", f"no hello within {self.config.hello_timeout_s:g}s", fatal=True
+            )
             return
         except ProtocolError as exc:
             await self._reject(conn, exc.code, exc.message, fatal=True)
@@ -365,18 +425,18 @@ class Hub:
         try:
             async for raw in conn:
                 try:
-                    msg = decode(OperatorMessageAdapter, raw)
+                    msg = _decode_frame(OperatorMessageAdapter, raw)
                 except ProtocolError as exc:
                     strikes += 1
-                    op.push(encode(ErrorMsg(code=exc.code, message=exc.message[:4000], ref=_ref(raw))))
-                    if strikes >= MAX_STRIKES:
+                    op.reply(encode(ErrorMsg(code=exc.code, message=exc.message[:4000], ref=_ref(raw))))
+                    if strikes >= self.config.max_strikes:
                         await self._reject(
                             conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
                         )
                         return
                     continue
                 if isinstance(msg, OperatorHello):
-                    op.push(encode(ErrorMsg(code="unexpected", message="hello was already received")))
+                    op.reply(encode(ErrorMsg(code="unexpected", message="hello was already received")))
                     continue
                 try:
                     message = ""
@@ -388,19 +448,47 @@ class Hub:
                         await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
                     elif isinstance(msg, SetPolicy):
                         message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
-                    op.push(encode(Result(req=msg.req, ok=True, message=message)))
+                    op.reply(encode(Result(req=msg.req, ok=True, message=message)))
                 except Refused as exc:
-                    op.push(encode(Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])))
+                    op.reply(encode(Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])))
+                except StoreError as exc:
+                    # The request was not made durable, so it was not made at all
+                    # (fail closed). The operator is told why and stays connected:
+                    # a locked or full database must not also blind the console.
+                    code = "illegal_transition" if isinstance(exc, InvalidTransition) else "store_unavailable"
+                    log.error(
+                        "operator %s request %s refused by the store: %s", principal.name, msg.type, exc
+                    )
+                    op.reply(encode(Result(req=msg.req, ok=False, code=code, message=str(exc)[:4000])))
         finally:
             await svc.fanout.remove(op)
             svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
+
+
+def _decode_frame(adapter: TypeAdapter[_T], raw: str | bytes) -> _T:
+    """The protocol is JSON in text frames: a binary frame is refused (after
+    saying whether it was even UTF-8), never parsed."""
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_encoding", f"frame is not UTF-8: {exc.reason}") from None
+        raise ProtocolError("binary_frame", "binary frames are not accepted; send JSON in a text frame")
+    return decode(adapter, raw)
+
+
+async def _send_quietly(conn: ServerConnection, data: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await conn.send(data)
 
 
 def _ref(raw: str | bytes) -> str | None:
     """Best-effort id of the offending message, to correlate the error."""
     try:
         obj = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
+        # A hostile frame (10,000 levels deep) must not turn the error
+        # reply itself into a crash of the connection handler.
         return None
     if isinstance(obj, dict):
         for key in ("req", "action_id"):

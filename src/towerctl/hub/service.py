@@ -98,6 +98,8 @@ def _row_to_info(row: ActionRow, sess: LiveSession | None) -> ActionInfo:
 DEFAULT_DECISION_TTL_S = 120.0
 #: Operators see a busy session's activity at most this often (status changes at once).
 SESSION_COALESCE_S = 0.05
+#: When recording an expiry fails (store locked or full), try again this much later.
+EXPIRY_RETRY_MS = 500
 
 
 class HubService:
@@ -636,8 +638,15 @@ class HubService:
         if pending is None or action_id in self.reg.deciding:
             return
         timeout_s = ((pending.info.expires_at or 0) - pending.info.created_at) // 1000
-        with contextlib.suppress(Refused):  # an operator decided in the meantime
+        try:
             await self._decide(pending, "expired", "hub", f"no decision within {timeout_s}s")
+        except Refused:
+            return  # an operator decided in the meantime
+        except StoreError as exc:
+            # Not recorded (database locked or full): it stays pending here, where
+            # decide() refuses it as expired, and the expiry is tried again.
+            log.error("could not record the expiry of %s (%s); retrying", action_id, exc)
+            self._schedule_expiry(action_id, now_ms() + EXPIRY_RETRY_MS)
 
     async def decide(
         self, principal: Principal, action_id: str, digest: str, approve: bool, reason: str
@@ -655,6 +664,8 @@ class HubService:
             raise Refused("not_pending", f"no pending action {action_id}")
         if digest != pending.info.digest:
             raise Refused("digest_mismatch", "the action differs from the one you were shown")
+        if pending.info.expires_at is not None and now_ms() > pending.info.expires_at:
+            raise Refused("expired", "the approval window has closed; the action is being expired")
         if not principal.may_use_env(pending.info.env):
             raise Refused("forbidden", f"token not valid for environment {pending.info.env}")
         if approve:

@@ -180,6 +180,7 @@ async def _pre(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: floa
             env=cfg.env,
             session_id=session_id,
             connect_timeout=max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())),
+            end_session_on_close=False,  # the agent's session goes on after this tool call
         )
         answer = ""
         allowed = False
@@ -282,6 +283,7 @@ async def _post(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: flo
             env=env,
             session_id=str(session_id) if session_id else None,
             connect_timeout=max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())),
+            end_session_on_close=False,
         )
         try:
             try:
