@@ -290,6 +290,36 @@ class Bench:
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), 30)
 
+    async def ceiling_phase(self) -> None:
+        """The protocol's ceiling: null_hub.py (same frames, no work) under the same load."""
+        proc = await asyncio.create_subprocess_exec(
+            PY, str(HERE / "null_hub.py"), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
+        assert proc.stdout is not None
+        ceiling: dict[str, Any] = {}
+        try:
+            first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+            url, pid = first["url"], first["pid"]
+            for n in self.scales:
+                probe = CpuProbe(pid)
+                argv = [PY, str(HERE / "load_raw.py"), url, "unused", "--agents", str(n), *self.win_args()]
+                res = await run_json_proc(argv, 120, probe)
+                ceiling[str(n)] = {
+                    "rate": spread(res["rates"], 0),
+                    "rates": res["rates"],
+                    "client_cpu": res["client_cpu"],
+                    "server_cpu": round(probe.cpu, 2),
+                }
+                log(
+                    f"null hub {n} agents: {fmt(ceiling[str(n)]['rate'])} actions/s "
+                    f"(client cpu {res['client_cpu']}, server cpu {probe.cpu:.2f})"
+                )
+            self.out["ceiling"] = ceiling
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 30)
+
     # -------------------------------------------------------------- hub
 
     def load(self, hub: ServedHub, n: int, *extra: str) -> list[str]:
@@ -650,6 +680,25 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append(
             (f"allowed actions/s, {n} agents (sync full)", fmt(t), fmt(e) if e else "—", f"{r:.3f}x", target)
         )
+    ceiling = out.get("ceiling", {})
+    for n in sorted(ceiling, key=lambda k: (len(k), k)):
+        c, e = ceiling[n]["rate"], echo.get(n, {}).get("rate")
+        t = thr["full"].get(n, {}).get("rate")
+        r = ratio(c["median"], e["median"]) if e else float("nan")
+        ratios[f"ceiling_{n}"] = r
+        label = f"protocol ceiling (null hub), {n} agents"
+        rows.append((label, fmt(c), fmt(e) if e else "—", f"{r:.3f}x", "—"))
+        if t:
+            ratios[f"towerctl_vs_ceiling_{n}"] = ratio(t["median"], c["median"])
+            rows.append(
+                (
+                    f"towerctl / protocol ceiling, {n} agents",
+                    f"{t['median']:.0f} / {c['median']:.0f}",
+                    "—",
+                    f"{ratios[f'towerctl_vs_ceiling_{n}']:.3f}x",
+                    "—",
+                )
+            )
     for n in sorted(thr["full"], key=lambda k: (len(k), k)):
         # Noise-robust companion: work per CPU-second of the server process.
         t, e = thr["full"][n], echo.get(n)
@@ -788,6 +837,7 @@ async def amain(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     log(f"machine: {bench.out['machine']}; work dir {bench.tmp}")
     await bench.echo_phase()
+    await bench.ceiling_phase()
     await bench.hub_phase()
     bench.out["elapsed_s"] = round(time.monotonic() - t0, 1)
     bench.out["machine"]["loadavg_at_end"] = os.getloadavg()
