@@ -13,13 +13,14 @@ anything whose digest differs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from types import UnionType
 from typing import Annotated, Final, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json, tagged_digest
+from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json
 from agent_shim.policy import EnvPolicy, Rule
 from agent_shim.types import Kind, Risk, Verdict
 
@@ -46,6 +47,10 @@ Pid = Annotated[int, Field(ge=0, le=2**31)]
 ExitCode = Annotated[int, Field(ge=-(2**31), le=2**31)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+#: canonical_json's settings, for values known to hold only strings and None.
+_ACTION_JSON: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 class Action(BaseModel):
@@ -64,8 +69,16 @@ class Action(BaseModel):
     declared_risk: Risk | None = None
 
     def digest(self) -> str:
-        """SHA-256 over the domain tag and the canonical JSON of every field."""
-        return tagged_digest(ACTION_DIGEST_TAG, self.model_dump(mode="json"))
+        """SHA-256 over the domain tag and the canonical JSON of every field.
+
+        Every field is a string or None (strict model), so canonical_json's
+        walk looking for floats is skipped here: this runs for every action on
+        the hub and in the shim. test_protocol checks it equals
+        ``tagged_digest(ACTION_DIGEST_TAG, model_dump())``. Not cached on the
+        instance: a ``model_copy(update=...)`` would carry a stale digest.
+        """
+        body = _ACTION_JSON.encode(self.model_dump(mode="json")).encode("utf-8")
+        return hashlib.sha256(ACTION_DIGEST_TAG + body).hexdigest()
 
 
 # --------------------------------------------------------------------------
