@@ -710,3 +710,16 @@ async def test_export_carries_enough_to_reverify(store: Store, db: Path) -> None
         assert rec["prev_hash"] == prev
         assert chain.record_hash(int(rec["seq"]), prev, body) == rec["hash"]  # type: ignore[call-overload]
         prev = str(rec["hash"])
+
+
+async def test_decision_with_checkpoint_is_signed_in_the_same_commit(store: Store) -> None:
+    await store.session_started(session(), resumed=False, ts_ms=T0)
+    await store.action_proposed(action(), actor="agent:claude", ts_ms=T0)
+    batches = store.write_stats.batches
+    alice = decision(operator="alice")
+    await store.action_decided(alice, new_state="approved", ts_ms=T0 + 1, checkpoint=True)
+    assert store.write_stats.batches == batches + 1  # one commit, not a second one for the checkpoint
+    approved = [r for r in await store.audit_rows(action_id="a-1") if r.event == "action.approved"]
+    assert len(approved) == 1
+    assert (await store.checkpoints())[-1].seq == approved[0].seq
+    assert (await store.verify()).ok

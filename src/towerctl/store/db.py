@@ -227,8 +227,14 @@ class Store:
             raise StoreError("policy denies this action; it cannot wait for approval")
         return await self._write(partial(ops.action_proposed, row=row, actor=actor, ts_ms=ts_ms))
 
-    async def action_decided(self, decision: DecisionRow, *, new_state: str, ts_ms: int) -> DecisionRow:
-        """Raises AlreadyDecided (with the winning decision) if another came first."""
+    async def action_decided(
+        self, decision: DecisionRow, *, new_state: str, ts_ms: int, checkpoint: bool = False
+    ) -> DecisionRow:
+        """Raises AlreadyDecided (with the winning decision) if another came first.
+
+        ``checkpoint`` signs a checkpoint over the decision in the same
+        transaction (the hub does for prod): one commit before the decision is
+        sent, not two."""
         _ms(ts_ms)
         if new_state not in DECISION_VERDICTS or new_state != decision.verdict:
             raise StoreError(
@@ -236,7 +242,9 @@ class Store:
                 f"and be one of {sorted(DECISION_VERDICTS)}"
             )
         result: DecisionRow = await self._write(
-            partial(ops.action_decided, decision=decision, new_state=new_state, ts_ms=ts_ms)
+            partial(
+                ops.action_decided, decision=decision, new_state=new_state, ts_ms=ts_ms, checkpoint=checkpoint
+            )
         )
         return result
 

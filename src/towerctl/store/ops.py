@@ -196,7 +196,9 @@ def _decision(tx: Tx, action_id: str) -> DecisionRow | None:
     )
 
 
-def action_decided(tx: Tx, decision: DecisionRow, *, new_state: str, ts_ms: int) -> DecisionRow:
+def action_decided(
+    tx: Tx, decision: DecisionRow, *, new_state: str, ts_ms: int, checkpoint: bool = False
+) -> DecisionRow:
     existing = _decision(tx, decision.action_id)
     if existing is not None:
         raise AlreadyDecided(existing)
@@ -249,6 +251,8 @@ def action_decided(tx: Tx, decision: DecisionRow, *, new_state: str, ts_ms: int)
             "from": "pending",
         },
     )
+    if checkpoint:
+        tx.checkpoint()
     return decision
 
 
@@ -285,12 +289,16 @@ def action_state(
 
 
 def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
-    if tx.one("SELECT 1 FROM outcomes WHERE action_id = ?", (outcome.action_id,)) is not None:
-        raise InvalidTransition(f"the outcome of {outcome.action_id} was already reported")
-    row = tx.one("SELECT session_id, state FROM actions WHERE action_id = ?", (outcome.action_id,))
+    row = tx.one(
+        "SELECT a.session_id, a.state, o.action_id FROM actions a"
+        " LEFT JOIN outcomes o ON o.action_id = a.action_id WHERE a.action_id = ?",
+        (outcome.action_id,),
+    )
     if row is None:
         raise NotFound(f"no action {outcome.action_id}")
-    session_id, old = row
+    session_id, old, reported = row
+    if reported is not None:
+        raise InvalidTransition(f"the outcome of {outcome.action_id} was already reported")
     if old not in FINISHABLE:
         raise InvalidTransition(f"action {outcome.action_id} is {old}; it cannot have {outcome.status}")
     tx.conn.execute(
