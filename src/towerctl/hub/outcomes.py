@@ -1,0 +1,153 @@
+"""What agents say about running their actions: ``started`` and ``report``.
+
+These are the hot path of a busy fleet, so an action the hub still has in
+memory is checked without a read and its write is queued for the next commit
+(the ``*_queued`` variants); only an action the hub has forgotten (after a
+restart or beyond the live limit) is checked against the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent_shim.protocol import ActionInfo, Report, Started
+from towerctl.hub.registry import LiveSession
+from towerctl.hub.service_base import Refused, ServiceBase, _row_to_info, now_ms
+from towerctl.store import InvalidTransition, NotFound
+from towerctl.store.models import OutcomeRow
+from towerctl.store.ops import FINISHABLE
+
+
+class ActionOutcomes(ServiceBase):
+    """Moves an action to running and then to its outcome, as the agent reports."""
+
+    @staticmethod
+    def _own(sess: LiveSession, session_id: str, digest: str, given: str, what: str) -> None:
+        if session_id != sess.session_id:
+            raise Refused("unknown_action", "no such action in this session")
+        if digest != given:
+            raise Refused("digest_mismatch", f"{what} digest differs from the proposed action")
+
+    def started_queued(self, sess: LiveSession, msg: Started) -> asyncio.Future[None] | None:
+        """``started`` for an action the hub has in memory: checked without a
+        read and queued for the next commit, in order with this agent's other
+        writes; the caller need not wait for the commit (nothing is sent back).
+        None when the action is not in memory: use :meth:`started`."""
+        live = self.reg.live.get(msg.action_id)
+        if live is None:
+            return None
+        self._own(sess, live.info.session_id, live.info.digest, msg.digest, "started")
+        if live.state in ("running", "succeeded", "failed"):
+            return None  # a re-sent started (after a reconnect): started() answers it
+        if live.state not in ("allowed", "approved"):
+            raise Refused(
+                "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot become running"
+            )
+        fut = self.store.queue_action_state(
+            msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
+        )
+        live.state = "running"
+
+        def committed(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                sess.current_action = live.info.action.command
+                self._touch_session(sess)
+
+        fut.add_done_callback(committed)
+        return fut
+
+    async def started(self, sess: LiveSession, msg: Started) -> None:
+        fut = self.started_queued(sess, msg)
+        if fut is not None:
+            try:
+                await fut
+            except (InvalidTransition, NotFound) as exc:
+                raise Refused("illegal_transition", str(exc)) from None
+            return
+        row = await self.store.action(msg.action_id)
+        if row is None:
+            raise Refused("unknown_action", "no such action in this session")
+        self._own(sess, row.session_id, row.digest, msg.digest, "started")
+        if row.state in ("running", "succeeded", "failed"):
+            return  # a re-sent started (after a reconnect)
+        try:
+            await self.store.action_state(
+                msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
+            )
+        except (InvalidTransition, NotFound) as exc:
+            raise Refused("illegal_transition", str(exc)) from None
+        sess.current_action = row.command
+        self._touch_session(sess)
+
+    def report_queued(self, sess: LiveSession, msg: Report) -> asyncio.Future[None] | None:
+        """``report`` for an action the hub has in memory (see :meth:`started_queued`)."""
+        live = self.reg.live.get(msg.action_id)
+        if live is None:
+            return None
+        self._own(sess, live.info.session_id, live.info.digest, msg.digest, "report")
+        if live.state in ("succeeded", "failed"):
+            return None
+        if live.state not in FINISHABLE:
+            raise Refused(
+                "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot have {msg.status}"
+            )
+        fut = self.store.queue_action_finished(
+            self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms()
+        )
+        live.state = msg.status
+
+        def committed(f: asyncio.Future[None]) -> None:
+            if self.reg.live.get(msg.action_id) is live:
+                del self.reg.live[msg.action_id]
+            if not f.cancelled() and f.exception() is None:
+                self._finished(sess, live.info, msg)
+
+        fut.add_done_callback(committed)
+        return fut
+
+    async def report(self, sess: LiveSession, msg: Report) -> None:
+        fut = self.report_queued(sess, msg)
+        if fut is not None:
+            try:
+                await fut
+            except (InvalidTransition, NotFound) as exc:
+                raise Refused("illegal_transition", str(exc)) from None
+            return
+        row = await self.store.action(msg.action_id)
+        if row is None:
+            raise Refused("unknown_action", "no such action in this session")
+        self._own(sess, row.session_id, row.digest, msg.digest, "report")
+        if row.state in ("succeeded", "failed"):
+            return  # a re-sent report after a reconnect
+        try:
+            await self.store.action_finished(self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms())
+        except (InvalidTransition, NotFound) as exc:
+            raise Refused("illegal_transition", str(exc)) from None
+        self._finished(sess, _row_to_info(row, sess), msg)
+
+    @staticmethod
+    def _outcome(msg: Report) -> OutcomeRow:
+        return OutcomeRow(
+            action_id=msg.action_id,
+            status=msg.status,
+            exit_code=msg.exit_code,
+            duration_ms=msg.duration_ms,
+            output_digest=msg.output_digest,
+            output_tail=msg.output_tail if not msg.error else f"{msg.output_tail}\n{msg.error}"[-4000:],
+            reported_at=now_ms(),
+        )
+
+    def _finished(self, sess: LiveSession, info: ActionInfo, msg: Report) -> None:
+        if sess.current_action == info.action.command:
+            sess.current_action = ""
+        self._announce_action(
+            info.model_copy(
+                update={
+                    "state": msg.status,
+                    "exit_code": msg.exit_code,
+                    "duration_ms": msg.duration_ms,
+                    "output_tail": msg.output_tail[-2000:],
+                }
+            )
+        )
+        self._touch_session(sess)
