@@ -560,7 +560,10 @@ class Shim:
             self._accept_decision(decision, action.action_id, actual)
         if self._killed is not None:
             raise SessionKilled(self._killed.reason, by=self._killed.by)
-        self._enqueue(encode(Started(action_id=action.action_id, digest=actual, started_at=_now_ms())))
+        if decision is not None:
+            # An allowed action needs no `started`: proposing it with verdict
+            # allow says it runs now, and the hub records it running at once.
+            self._enqueue(encode(Started(action_id=action.action_id, digest=actual, started_at=_now_ms())))
         return Approved(action=action, digest=actual, decision=decision)
 
     def _refuse(self, decision: Decision, action_id: str, code: str, message: str) -> ActionDenied:

@@ -10,7 +10,7 @@ cannot measure propose -> ack; and the real shim costs ~85 us of client CPU
 per action (judge ~70 us + pydantic encode ~13 us, see shim_overhead.py), which
 on a 2-core machine would take the core the hub needs and measure the load
 generator instead of the hub. So each agent here speaks the real protocol
-(hello -> welcome, propose -> ack [-> decision], started, report) with
+(hello -> welcome, propose -> ack [-> decision -> started], report) with
 messages the hub validates strictly; the verdict, risk and reasons come from
 the real ``agent_shim.gate.judge`` (called once per distinct command against
 the policy the hub sent in its welcome, which is deterministic), and the
@@ -18,8 +18,8 @@ digest of every action is computed with the real ``tagged_digest`` over the
 action's canonical body (checked against ``Action.digest()`` at start).
 
 Modes:
-  closed  every agent proposes, waits for the ack, sends started + report,
-          and proposes again at once (throughput);
+  closed  every agent proposes, waits for the ack, sends its report, and
+          proposes again at once (throughput);
   open    every agent proposes at ``agents / rate`` second intervals with
           jitter (fixed offered load); ``--ask-frac`` of actions are
           destructive and wait for an operator's decision (env prod);
@@ -260,7 +260,8 @@ async def agent_loop(
                 meter.error(f"ack {ack['state']}")
                 continue
             now = time.time_ns() // 1_000_000
-            await ws.send(tpl.started_json(aid, digest, now))
+            if asked:  # as the shim does: `started` only after an approval
+                await ws.send(tpl.started_json(aid, digest, now))
             await ws.send(tpl.report_json(aid, digest, now))
         except (OSError, RuntimeError, TimeoutError, KeyError) as exc:
             meter.error(type(exc).__name__ + ": " + str(exc)[:80])

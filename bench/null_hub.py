@@ -3,10 +3,10 @@
     python bench/null_hub.py            # prints {"event": "listening", "url": ..., "pid": ...}
 
 Why it exists: the echo baseline is one request and one reply per round trip;
-an allowed action is four frames (propose, ack, started, report). This server
-answers ``hello`` with a welcome carrying the built-in policy and every
-``propose`` with an ``allowed`` ack, and reads ``started`` and ``report``
-without looking at them: no validation, policy, storage or audit. Driven by
+an allowed action is three frames (propose, ack, report; ``started`` only
+follows an approval). This server answers ``hello`` with a welcome carrying the
+built-in policy and every ``propose`` with an ``allowed`` ack, and reads the
+rest without looking at it: no validation, policy, storage or audit. Driven by
 the same ``load_raw.py`` load, its rate is the most any hub speaking this
 protocol over ``websockets`` on this machine could reach, so
 towerctl / null hub says how much of the gap to echo is towerctl's own work

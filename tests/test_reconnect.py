@@ -24,7 +24,7 @@ async def test_reports_queued_while_down_are_delivered(tower: Tower) -> None:
         await tower.hub.stop()
         await wait_for(lambda: not shim.connected)
         ran = [await shim.run_shell(f"echo {i}") for i in range(3)]
-        assert shim.pending_reports >= 9  # propose + started + report each
+        assert shim.pending_reports >= 6  # propose + report each (an allowed action sends no started)
         tower.hub.config.port = port
         await tower.hub.start()
         await wait_for(lambda: shim.connected and shim.pending_reports == 0, 10)

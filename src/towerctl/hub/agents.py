@@ -185,8 +185,13 @@ class AgentSide(ServiceBase):
             updated_at=ts,
             expires_at=expires_at,
         )
+        # The shim runs an action it proposes with verdict allow at once and sends
+        # no `started` for it: record allowed -> running in the same write.
+        runs_now = state == "allowed" and msg.verdict == "allow"
         try:
-            earlier = await self.store.action_proposed(row, actor=f"agent:{sess.agent}", ts_ms=ts)
+            earlier = await self.store.action_proposed(
+                row, actor=f"agent:{sess.agent}", ts_ms=ts, started=runs_now
+            )
         except Conflict as exc:
             raise Refused("conflict", str(exc)) from None
         if earlier is not None:  # proposed before, already forgotten here
@@ -218,7 +223,7 @@ class AgentSide(ServiceBase):
         if self.metrics is not None:
             self.metrics.on_proposed(info)
         if state != "denied":
-            self.reg.track(info, state)
+            self.reg.track(info, "running" if runs_now else state)
         if state == "pending":
             self.reg.pending[action.action_id] = PendingAction(info)
             sess.pending.add(action.action_id)

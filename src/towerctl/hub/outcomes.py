@@ -18,6 +18,12 @@ from towerctl.store.models import OutcomeRow
 from towerctl.store.ops import FINISHABLE
 
 
+def _done() -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
 class ActionOutcomes(ServiceBase):
     """Moves an action to running and then to its outcome, as the agent reports."""
 
@@ -37,7 +43,9 @@ class ActionOutcomes(ServiceBase):
         if live is None:
             return None
         self._own(sess, live.info.session_id, live.info.digest, msg.digest, "started")
-        if live.state in ("running", "succeeded", "failed"):
+        if live.state == "running":
+            return _done()  # recorded with the proposal (allowed), or a re-sent started
+        if live.state in ("succeeded", "failed"):
             return None  # a re-sent started (after a reconnect): started() answers it
         if live.state not in ("allowed", "approved"):
             raise Refused(

@@ -214,10 +214,13 @@ class Store:
             )
         )
 
-    async def action_proposed(self, row: ActionRow, *, actor: str, ts_ms: int) -> str | None:
+    async def action_proposed(
+        self, row: ActionRow, *, actor: str, ts_ms: int, started: bool = False
+    ) -> str | None:
         """None when recorded; the action's current state when this very
         proposal was recorded before (a re-send). Raises Conflict when the id
-        belongs to another session or a different action."""
+        belongs to another session or a different action. ``started`` records an
+        allowed action as running at once (see ops.action_proposed)."""
         _ms(ts_ms)
         if row.state not in ops.INITIAL_STATES:
             raise StoreError(f"an action starts allowed, denied or pending, not {row.state}")
@@ -225,7 +228,9 @@ class Store:
             raise StoreError(f"policy verdict {row.policy_verdict} does not allow running it")
         if row.state == "pending" and row.policy_verdict == "deny":
             raise StoreError("policy denies this action; it cannot wait for approval")
-        return await self._write(partial(ops.action_proposed, row=row, actor=actor, ts_ms=ts_ms))
+        return await self._write(
+            partial(ops.action_proposed, row=row, actor=actor, ts_ms=ts_ms, started=started)
+        )
 
     async def action_decided(
         self, decision: DecisionRow, *, new_state: str, ts_ms: int, checkpoint: bool = False

@@ -110,9 +110,16 @@ def session_status(tx: Tx, session_id: str, status: str, *, actor: str, reason: 
     )
 
 
-def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> str | None:
+def action_proposed(
+    tx: Tx, row: ActionRow, *, actor: str, ts_ms: int, started: bool = False
+) -> str | None:
     """Record a new proposal; for the same proposal re-sent (after a reconnect)
-    record nothing and return the state it is in now."""
+    record nothing and return the state it is in now.
+
+    ``started``: an allowed action the agent runs at once (the shim says so by
+    proposing it with verdict allow), recorded as allowed and then running in
+    this same operation: one audit record per transition, and no separate
+    message or write for the start."""
     existing = tx.one("SELECT session_id, digest, state FROM actions WHERE action_id = ?", (row.action_id,))
     if existing is not None:
         if existing[0] != row.session_id:
@@ -120,8 +127,10 @@ def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> str | 
         if existing[1] != row.digest:
             raise Conflict(f"action id {row.action_id} already used for a different action")
         return str(existing[2])
+    if started and row.state != "allowed":
+        raise InvalidTransition(f"only an allowed action can start at once, not a {row.state} one")
     try:
-        _insert_action(tx, row)
+        _insert_action(tx, row, "running" if started else row.state)
     except sqlite3.IntegrityError as exc:
         if "FOREIGN KEY" in str(exc):
             raise NotFound(f"no session {row.session_id}") from exc
@@ -149,10 +158,19 @@ def action_proposed(tx: Tx, row: ActionRow, *, actor: str, ts_ms: int) -> str | 
         action_id=row.action_id,
         data={"digest": row.digest, "policy_verdict": row.policy_verdict, "expires_at": row.expires_at},
     )
+    if started:
+        tx.audit(
+            "action.running",
+            actor=actor,
+            ts_ms=ts_ms,
+            session_id=row.session_id,
+            action_id=row.action_id,
+            data={"from": "allowed"},
+        )
     return None
 
 
-def _insert_action(tx: Tx, row: ActionRow) -> None:
+def _insert_action(tx: Tx, row: ActionRow, state: str) -> None:
     tx.conn.execute(
         "INSERT INTO actions (action_id, session_id, kind, command, target, digest, risk, reasons,"
         " policy_verdict, rule, state, body, created_at, updated_at, expires_at)"
@@ -168,7 +186,7 @@ def _insert_action(tx: Tx, row: ActionRow) -> None:
             to_json(list(row.reasons)),
             row.policy_verdict,
             None if row.rule is None else to_json(row.rule),
-            row.state,
+            state,
             to_json(row.body),
             row.created_at,
             row.updated_at,
