@@ -117,7 +117,11 @@ class Decisions(ServiceBase):
                 decided_at=ts,
             )
             try:
-                await self.store.action_decided(decision, new_state=verdict, ts_ms=ts)
+                # Every prod decision is pinned under a signed checkpoint at once
+                # (not only every N records), in the same commit as the decision.
+                await self.store.action_decided(
+                    decision, new_state=verdict, ts_ms=ts, checkpoint=info.env == "prod"
+                )
             except AlreadyDecided as exc:
                 self.reg.pending.pop(aid, None)
                 raise Refused(
@@ -134,10 +138,6 @@ class Decisions(ServiceBase):
                     del self.reg.live[aid]
             if self.metrics is not None:
                 self.metrics.on_decided(info, verdict, ts)
-            if info.env == "prod":
-                # Pin every prod decision under a signed checkpoint at once,
-                # not only every N records.
-                await self.store.checkpoint()
         finally:
             self.reg.deciding.pop(aid, None)
         sess = self.reg.sessions.get(info.session_id)
