@@ -85,7 +85,9 @@ async def test_destructive_prod_action_waits_for_approval(tower: Tower, tmp_path
         approved = await asyncio.wait_for(task, 5)
         assert approved.decision is not None and approved.decision.operator == "alice"
         assert not victim.exists()
-        await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "succeeded")
+        done = await next_event(op, lambda m: isinstance(m, ActionEvent) and m.action.state == "succeeded")
+        # The outcome still says who approved it (the console shows "by alice").
+        assert done.action.decided_by == "alice" and done.action.decision_reason == "ok"
     assert audit_events(tower.db, info.action.action_id) == [
         "action.proposed",
         "action.pending",

@@ -144,6 +144,9 @@ class Decisions(ServiceBase):
         updated = info.model_copy(
             update={"state": verdict, "decided_by": operator, "decision_reason": reason}
         )
+        live = self.reg.live.get(aid)
+        if live is not None:
+            live.info = updated  # what its started/report events are built from: keep who decided
         self._announce_action(updated)
         if sess is not None:
             sess.pending.discard(aid)
