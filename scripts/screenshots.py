@@ -105,6 +105,9 @@ async def drive(emb: Embedded, out: Path) -> None:
         await until("the console to connect", lambda: app.state.link.status == "connected")
         await until("every session on screen", lambda: len(app.state.sessions) >= AGENTS)
         await until("the audit log", lambda: bool(app.state.audit_records))
+        # The header counts records as they land and verifies behind the count;
+        # the pictures show a log verified up to its last record.
+        await until("the audit log verified", lambda: not app.state.audit_unverified())
         fleet = app.screen.query_one(FleetTable)
         for _ in range(len(app.state.sessions)):
             selected = app.state.sessions.get(fleet.selected_key or "")

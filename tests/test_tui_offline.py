@@ -21,6 +21,7 @@ from towerctl.tui.sample import SAMPLE_NOW, sample_action, sample_snapshot
 from towerctl.tui.screens.approval import ApprovalScreen
 from towerctl.tui.screens.policy_edit import PolicyEditScreen
 from towerctl.tui.widgets.action_detail import ActionDetail
+from towerctl.tui.widgets.audit_tables import ActionsTable
 from towerctl.tui.widgets.feed import SessionFeed
 from towerctl.tui.widgets.fleet_table import FleetTable
 from towerctl.tui.widgets.pending_queue import PendingQueue
@@ -222,6 +223,42 @@ async def test_audit_filter_narrows_by_operator_and_session() -> None:
         app.screen.query_one(Input).value = "s-prod-1"
         await pilot.pause()
         assert set(table.row_keys()) == {"a-090", "a-091", "a-101"}  # type: ignore[attr-defined]
+
+
+async def test_audit_rows_keep_log_order_and_the_cursor_through_filters_and_updates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the audit table was cleared and refilled")
+
+    app = offline_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        table = app.screen.query_one(ActionsTable)
+        monkeypatch.setattr(ActionsTable, "clear", refuse)
+        in_order = ["a-090", "a-091", "a-092", "a-093", "a-101", "a-102"]
+        assert table.row_keys() == in_order
+
+        # An old action changes (the state now lists it last): its row stays put.
+        old = app.state.actions["a-090"]
+        app.receive(ActionEvent(action=old.model_copy(update={"state": "failed", "exit_code": 1})))
+        app.flush()
+        await pilot.pause()
+        assert list(app.state.actions)[-1] == "a-090"
+        assert table.row_keys() == in_order
+        assert table.get_cell("a-090", "state").plain == "failed"
+
+        # Narrow, put the cursor on a row, widen: rows come back above it, in
+        # their places, and the cursor is still on the same row.
+        await pilot.press("slash", *"prod")
+        await pilot.pause()
+        assert table.row_keys() == ["a-090", "a-091", "a-101", "a-102"]
+        table.move_cursor(row=table.get_row_index("a-101"))
+        await pilot.press(*["backspace"] * 4)
+        await pilot.pause()
+        assert table.row_keys() == in_order
+        assert table.selected_key == "a-101"
 
 
 async def test_palette_lists_the_views_keys_and_themes() -> None:

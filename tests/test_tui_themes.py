@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from textual.color import Color
 
+from agent_shim.protocol import SessionStatus
+from towerctl.tui.render import Palette
 from towerctl.tui.themes import (
     PACKAGED_THEMES_DIR,
     REPO_THEMES_DIR,
@@ -111,3 +115,61 @@ def test_choose_theme_defaults_and_rejects_unknown_names() -> None:
     with pytest.raises(ThemeError) as err:
         choose_theme("tower-pink", ["tower-dark", "tower-light"])
     assert str(err.value) == "unknown theme 'tower-pink'; available: tower-dark, tower-light"
+
+
+# ------------------------------------------------------------------ contrast
+
+
+def _luminance(colour: str) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour."""
+    parsed = Color.parse(colour)
+
+    def linear(channel: int) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(parsed.r) + 0.7152 * linear(parsed.g) + 0.0722 * linear(parsed.b)
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG 2.x contrast ratio, 1 (none) to 21 (black on white)."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_contrast_ratio_matches_the_wcag_reference_values() -> None:
+    assert contrast_ratio("#000000", "#FFFFFF") == pytest.approx(21.0)
+    assert contrast_ratio("#777777", "#FFFFFF") == pytest.approx(4.48, abs=0.01)
+    assert contrast_ratio("#FFFFFF", "#FFFFFF") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", SHIPPED_THEMES)
+def test_every_status_colour_meets_wcag_aa_on_the_theme_background(name: str) -> None:
+    """Each status is drawn in its colour on the page ($background) and in the
+    tables ($surface); each must be readable on both: WCAG AA, 4.5:1 for text.
+
+    Colours are taken where the console takes them: the theme's generated CSS
+    variables, through the same Palette the views use. The header's link state
+    (connected, connecting, refused) uses the same roles.
+    """
+    themes, _errors = load_themes([REPO_THEMES_DIR])
+    variables = themes[name].to_color_system().generate()
+    palette = Palette(variables)
+    grounds = {"background": variables["background"], "surface": variables["surface"]}
+    link = {
+        "link connected": palette.success,
+        "link reconnecting": palette.warning,
+        "link refused": palette.error,
+    }
+    colours: dict[str, str] = {}
+    for status in get_args(SessionStatus):
+        colour = palette.status(status).color
+        assert colour is not None, f"{name}: status {status} has no colour"
+        colours[status] = colour.get_truecolor().hex
+    failures = []
+    for what, fg in [*colours.items(), *link.items()]:
+        for ground, bg in grounds.items():
+            ratio = contrast_ratio(fg, bg)
+            if ratio < 4.5:
+                failures.append(f"{what} {fg} on {ground} {bg}: {ratio:.2f}:1")
+    assert not failures, f"{name}: below WCAG AA (4.5:1): " + "; ".join(failures)

@@ -33,7 +33,7 @@ from textual.timer import Timer
 
 from agent_shim.protocol import PROTOCOL_VERSION, HubToOperator, OperatorWelcome, Snapshot
 from towerctl.operator import OperatorError
-from towerctl.tui.audit_reader import read_audit
+from towerctl.tui.audit_reader import AuditReading, read_audit, read_audit_count
 from towerctl.tui.commands import TowerCommands
 from towerctl.tui.hub_link import ClientFactory, HubLink, default_client_factory
 from towerctl.tui.inbox import Inbox
@@ -69,14 +69,42 @@ FLUSH_INTERVAL_S: Final = 1 / 10
 #: At most this much of a flush goes into folding events into the state; the
 #: rest waits for a follow-up flush queued behind any key pressed meanwhile.
 APPLY_BUDGET_S: Final = 0.008
-#: The audit log is re-read (and its whole chain re-verified) at most this often.
+#: The audit log is re-read (and its whole chain re-verified) at most this often,
+#: and at most once per ``AUDIT_VERIFY_DUTY`` x the last verification's own
+#: duration: a long log is verified less often, so that its verification,
+#: which competes with the UI for the interpreter, stays a small share of it.
 AUDIT_MIN_INTERVAL_S: Final = 2.0
+AUDIT_VERIFY_DUTY: Final = 10
+#: The header's record count is re-read (one indexed lookup, in a worker)
+#: whenever hub events say something happened, at most this often...
+AUDIT_COUNT_MIN_INTERVAL_S: Final = 0.5
+#: ...and this often regardless, for records no hub event announces (tokens
+#: created or revoked from the CLI, checkpoints exported, another hub process).
+AUDIT_POLL_S = 5.0
 _VIEWS = Binding.Group("Views", compact=True)
 _ALERT_SEVERITY: Final[dict[str, SeverityLevel]] = {
     "info": "information",
     "warning": "warning",
     "critical": "error",
 }
+
+
+def _writes_audit(delta: Delta) -> bool:
+    """Whether the hub events behind ``delta`` imply new audit records.
+
+    Sessions starting or changing status, actions, policies and freezes are
+    all audited by the hub; the connection, identity and the audit state
+    itself are not.
+    """
+    return bool(
+        delta.full
+        or delta.sessions
+        or delta.removed_sessions
+        or delta.actions
+        or delta.policies
+        or delta.frozen
+        or delta.alerts
+    )
 
 
 class TowerApp(App[int]):
@@ -129,6 +157,9 @@ class TowerApp(App[int]):
         self._offline = initial_snapshot is not None
         self._audit_timer: Timer | None = None
         self._audit_last = -AUDIT_MIN_INTERVAL_S
+        self._audit_interval = AUDIT_MIN_INTERVAL_S
+        self._count_timer: Timer | None = None
+        self._count_last = -AUDIT_COUNT_MIN_INTERVAL_S
         self._link = HubLink(
             url,
             token,
@@ -164,6 +195,7 @@ class TowerApp(App[int]):
             self._run_link()
         if self.db_path is not None:
             self.request_audit_refresh()
+            self.set_interval(AUDIT_POLL_S, self.request_audit_count, name="audit-poll")
 
     def on_unmount(self) -> None:
         QuietGC.release()
@@ -214,6 +246,8 @@ class TowerApp(App[int]):
         delta = self.state.take_delta()
         if not delta:
             return
+        if self.db_path is not None and _writes_audit(delta):
+            self.request_audit_count()
         generation = self.state.generation
         visible = visible_screens(self.screen_stack)
         for screen in self.screen_stack:
@@ -323,10 +357,10 @@ class TowerApp(App[int]):
     # ------------------------------------------------------------ audit log
 
     def request_audit_refresh(self) -> None:
-        """Re-read and re-verify the audit log soon, at most every AUDIT_MIN_INTERVAL_S."""
+        """Re-read and re-verify the audit log soon, throttled (see AUDIT_MIN_INTERVAL_S)."""
         if self.db_path is None or self._audit_timer is not None:
             return
-        wait = self._audit_last + AUDIT_MIN_INTERVAL_S - time.monotonic()
+        wait = self._audit_last + self._audit_interval - time.monotonic()
         if wait <= 0:
             self._start_audit_read()
         else:
@@ -340,8 +374,43 @@ class TowerApp(App[int]):
 
     @work(thread=True, exclusive=True, group="audit", exit_on_error=False)
     def _read_audit(self, db_path: Path, key_path: Path | None) -> None:
-        ok, line, short, records = read_audit(db_path, key_path)
-        self.call_from_thread(self.state.set_audit, ok, line, short, records)
+        started = time.monotonic()
+        reading = read_audit(db_path, key_path)
+        self.call_from_thread(self._audit_read, reading, time.monotonic() - started)
+
+    def _audit_read(self, reading: AuditReading, took_s: float) -> None:
+        self._audit_interval = max(AUDIT_MIN_INTERVAL_S, AUDIT_VERIFY_DUTY * took_s)
+        self.state.set_audit(reading.ok, reading.line, reading.short, reading.records, reading.verified)
+        if self.state.audit_unverified():
+            self.request_audit_refresh()  # written while it was being verified
+
+    def request_audit_count(self) -> None:
+        """Re-count the audit log's records soon, at most every AUDIT_COUNT_MIN_INTERVAL_S."""
+        if self.db_path is None or self._count_timer is not None:
+            return
+        wait = self._count_last + AUDIT_COUNT_MIN_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._start_audit_count()
+        else:
+            self._count_timer = self.set_timer(wait, self._start_audit_count)
+
+    def _start_audit_count(self) -> None:
+        self._count_timer = None
+        self._count_last = time.monotonic()
+        if self.db_path is not None:
+            self._count_audit(self.db_path)
+
+    @work(thread=True, exclusive=True, group="audit-count", exit_on_error=False)
+    def _count_audit(self, db_path: Path) -> None:
+        count = read_audit_count(db_path)
+        self.call_from_thread(self._audit_counted, count)
+
+    def _audit_counted(self, count: int | None) -> None:
+        self.state.set_audit_count(count)
+        if self.state.audit_unverified():
+            # The header shows the count at once and "intact" only for what was
+            # verified; the verification catches up, throttled by its own cost.
+            self.request_audit_refresh()
 
     # ------------------------------------------------------------ actions
 

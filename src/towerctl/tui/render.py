@@ -82,6 +82,39 @@ class FixedClock:
         return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%S")
 
 
+#: WCAG AA for normal text: every status colour (muted included) must reach it
+#: on the background and the surface it is drawn on.
+MIN_CONTRAST: Final = 4.5
+
+
+def contrast_ratio(a: Color, b: Color) -> float:
+    """The WCAG 2.x contrast ratio of two colours, from 1 (none) to 21 (black on white)."""
+
+    def luminance(c: Color) -> float:
+        def linear(channel: int) -> float:
+            v = channel / 255
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+        return 0.2126 * linear(c.r) + 0.7152 * linear(c.g) + 0.0722 * linear(c.b)
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def muted_colour(fg: Color, grounds: list[Color]) -> Color:
+    """The foreground faded toward the first ground, as far as stays readable on every ground.
+
+    Muted text (ended and disconnected sessions, labels) should recede, but
+    not below WCAG AA: 45 % of the way to the background at most, less when
+    that would fall under ``MIN_CONTRAST`` on any of ``grounds``.
+    """
+    for step in range(9, -1, -1):  # 45 %, 40 %, ... 0 % (the foreground itself)
+        colour = fg.blend(grounds[0], step * 0.05)
+        if all(contrast_ratio(colour, ground) >= MIN_CONTRAST for ground in grounds):
+            return colour
+    return fg
+
+
 class Palette:
     """Theme colours by role, read once per theme change."""
 
@@ -104,7 +137,10 @@ class Palette:
         try:
             fg = Color.parse(variables.get("foreground", ""))
             bg = Color.parse(variables.get("background", ""))
-            self.muted = fg.blend(bg, 0.45).hex
+            grounds = [bg]
+            if self.surface != "default":
+                grounds.append(Color.parse(self.surface))
+            self.muted = muted_colour(fg, grounds).hex
         except TextualColorParseError:
             self.muted = "grey50"
 

@@ -144,7 +144,16 @@ class TowerState:
         #: The same in a few words, for the header.
         self.audit_short = ""
         self.audit_ok: bool | None = None
+        #: How many records the last verification covered (``audit_ok`` speaks for those).
+        self.audit_verified = 0
+        #: How many records the log holds, as last counted (None: not counted yet).
+        #: Counting is cheap and follows the log; verifying catches up behind it.
+        self.audit_count: int | None = None
         self.audit_records: list[AuditRecord] = []
+        #: When each action was first seen, in arrival order: with the hub's
+        #: ``created_at`` this is the order actions are listed in (see action_rank).
+        self.action_seen: dict[str, int] = {}
+        self._seen_seq = itertools.count(1)
         self.generation = 0
         #: The generation of the last full delta (a view that missed it re-renders everything).
         self.full_generation = 0
@@ -174,6 +183,23 @@ class TowerState:
             for seq, ts, kind, state, aid, note in reversed(newer)
         ]
 
+    def action_rank(self, action_id: str) -> tuple[int, int]:
+        """Where an action goes in a list in log order: proposal time, then arrival.
+
+        ``actions`` itself is kept in last-update order (trimming drops what has
+        been quiet longest), which is not an order to show: an action decided
+        just now would jump below everything proposed after it.
+        """
+        info = self.actions.get(action_id)
+        created = info.created_at if info is not None else 0
+        return (created, self.action_seen.get(action_id, 0))
+
+    def audit_unverified(self) -> int:
+        """Records counted in the log that the last verification did not cover yet."""
+        if self.audit_count is None or self.audit_ok is None:
+            return 0
+        return max(0, self.audit_count - self.audit_verified)
+
     def pending_oldest_first(self) -> list[ActionInfo]:
         return sorted(self.pending.values(), key=lambda a: (a.created_at, a.action.action_id))
 
@@ -193,11 +219,27 @@ class TowerState:
         self._delta.link = True
 
     def set_audit(
-        self, ok: bool | None, line: str, short: str, records: list[AuditRecord] | None = None
+        self,
+        ok: bool | None,
+        line: str,
+        short: str,
+        records: list[AuditRecord] | None = None,
+        verified: int = 0,
     ) -> None:
+        """A verification's result: ``verified`` records checked, ``ok`` says how it went."""
         self.audit_ok, self.audit_status, self.audit_short = ok, line, short
+        self.audit_verified = verified
+        if self.audit_count is None or verified > self.audit_count:
+            self.audit_count = verified  # the log has at least the records just walked
         if records is not None:
             self.audit_records = records
+        self._delta.audit = True
+
+    def set_audit_count(self, count: int | None) -> None:
+        """The log's record count, read on its own (cheaply) between verifications."""
+        if count is None or count == self.audit_count:
+            return
+        self.audit_count = count
         self._delta.audit = True
 
     def mark_full(self) -> None:
@@ -250,6 +292,7 @@ class TowerState:
         self._delta.removed_actions |= set(self.actions)
         self.pending = {}
         self.actions = OrderedDict()
+        self.action_seen = {}
         self.feeds = {}
         # A snapshot replaces everything: nothing in it is "new" enough to ring the bell.
         for info in sorted((*snap.recent, *snap.pending), key=lambda a: a.created_at):
@@ -278,6 +321,8 @@ class TowerState:
         old = self.actions.get(aid)
         self.actions[aid] = info
         self.actions.move_to_end(aid)
+        if old is None and aid not in self.action_seen:
+            self.action_seen[aid] = next(self._seen_seq)
         d = self._delta
         d.actions.add(aid)
         if info.state == "pending":
@@ -322,6 +367,7 @@ class TowerState:
                 break
             if aid not in self.pending:
                 del self.actions[aid]
+                self.action_seen.pop(aid, None)
                 self._delta.actions.discard(aid)
                 self._delta.removed_actions.add(aid)
                 excess -= 1

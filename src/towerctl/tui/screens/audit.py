@@ -85,6 +85,12 @@ class AuditScreen(TowerScreen):
         else:
             colour = palette.success if self.state.audit_ok else palette.error
             out.append(self.state.audit_status, Style(color=colour, bold=True))
+            behind = self.state.audit_unverified()
+            if behind:
+                out.append(
+                    f" · {behind} newer record{'s' if behind != 1 else ''} being verified",
+                    Style(color=palette.muted),
+                )
         self.query_one("#audit-chain", Static).update(out)
 
     @on(Input.Changed, "#audit-filter")

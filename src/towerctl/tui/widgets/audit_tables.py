@@ -5,6 +5,10 @@ recent actions plus everything since): who decided, why, and how it ended.
 ``RecordsTable`` is the hub's audit log itself, read from the database file
 when the console runs beside the hub (``towerctl up``); only that one has a
 verifiable chain.
+
+Both keep log order (actions by when they were proposed, records by sequence
+number), newest at the bottom, and both are updated by key: a refresh or a
+new filter adds, drops and rewrites rows, and never clears the table.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from rich.text import Text
 from agent_shim.protocol import ActionInfo
 from towerctl.tui.render import Clock, Palette, agent_text, env_text, outcome_text
 from towerctl.tui.state import AuditRecord, Delta, TowerState
-from towerctl.tui.widgets.keyed_table import Col, KeyedTable
+from towerctl.tui.widgets.keyed_table import Col, LogTable
 
 
 def matches(words: list[str], *fields: str) -> bool:
@@ -37,8 +41,8 @@ def filter_words(text: str) -> list[str]:
     return text.lower().split()
 
 
-class ActionsTable(KeyedTable):
-    """Actions by id, in the order this console first saw them."""
+class ActionsTable(LogTable):
+    """Actions by id, in the order they were proposed (``TowerState.action_rank``)."""
 
     COLUMNS = (
         Col("time", "time", 8),
@@ -85,8 +89,9 @@ class ActionsTable(KeyedTable):
         }
 
     def sync(self, state: TowerState, delta: Delta | None, palette: Palette, clock: Clock) -> None:
-        tail = self.at_end
+        tail, selected = self.at_end, self.selected_key
         self._sync(state, delta, palette, clock)
+        self.settle(None if tail else selected)
         self.follow_tail(tail)
 
     def _sync(self, state: TowerState, delta: Delta | None, palette: Palette, clock: Clock) -> None:
@@ -97,22 +102,23 @@ class ActionsTable(KeyedTable):
             for aid in delta.removed_actions:
                 if aid not in state.actions:
                     self.drop(aid)
-            ids = [aid for aid in state.actions if aid in delta.actions]
+            ids = [aid for aid in delta.actions if aid in state.actions]
+        # New rows go in in log order, so that a batch appends at the bottom.
+        ids.sort(key=state.action_rank)
         for aid in ids:
             info = state.actions[aid]
             if self.wanted(info):
-                self.upsert(aid, self.cells(info, palette, clock))
+                self.put(aid, state.action_rank(aid), self.cells(info, palette, clock))
             else:
                 self.drop(aid)
 
     def refilter(self, words: list[str], state: TowerState, palette: Palette, clock: Clock) -> None:
-        """A new filter: rebuilt in order (an operator action, not a live update)."""
+        """A new filter: rows that no longer match go, rows that now match come back in place."""
         self.words = words
-        self.clear()
         self.sync(state, None, palette, clock)
 
 
-class RecordsTable(KeyedTable):
+class RecordsTable(LogTable):
     """Audit records by sequence number, as stored by the hub."""
 
     COLUMNS = (
@@ -133,16 +139,18 @@ class RecordsTable(KeyedTable):
         return matches(self.words, rec.session_id, rec.action_id, rec.actor, rec.event)
 
     def sync(self, records: list[AuditRecord], clock: Clock) -> None:
-        tail = self.at_end
+        tail, selected = self.at_end, self.selected_key
         self._sync(records, clock)
+        self.settle(None if tail else selected)
         self.follow_tail(tail)
 
     def _sync(self, records: list[AuditRecord], clock: Clock) -> None:
         shown = [rec for rec in records if self.wanted(rec)]
         self.drop_missing(str(rec.seq) for rec in shown)
         for rec in shown:
-            self.upsert(
+            self.put(
                 str(rec.seq),
+                (rec.seq, 0),
                 {
                     "seq": Text(str(rec.seq), justify="right"),
                     "time": Text(clock.wall(rec.ts_ms), Style(dim=True)),
@@ -157,5 +165,4 @@ class RecordsTable(KeyedTable):
 
     def refilter(self, words: list[str], records: list[AuditRecord], clock: Clock) -> None:
         self.words = words
-        self.clear()
         self.sync(records, clock)

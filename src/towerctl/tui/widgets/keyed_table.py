@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Self
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual._two_way_dict import TwoWayDict
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
 from textual.geometry import Region
@@ -313,3 +315,67 @@ class KeyedTable(DataTable[Text]):
     def select_key(self, key: str) -> None:
         if self.has_row(key):
             self.move_cursor(row=self.get_row_index(key))
+
+
+#: Where a row belongs in a :class:`LogTable`: compared as a tuple, lowest first.
+Rank = tuple[int, int]
+
+
+class LogTable(KeyedTable):
+    """A keyed table whose rows stay in log order, oldest first, newest at the bottom.
+
+    A live table must not move rows under the operator's eyes, so rows keep
+    their place as they are updated; each row is ranked once, when it is added
+    (e.g. by sequence number), and a row that belongs above others (a filter
+    widened, history replayed after a reconnect) goes in at its place rather
+    than at the bottom. Filtering drops and re-adds rows by key, never clears
+    the table, and the cursor stays on the row it was on.
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._ranks: dict[str, Rank] = {}
+        self._highest: Rank | None = None
+        self._out_of_order = False
+
+    def put(self, key: str, rank: Rank, cells: Mapping[str, Text]) -> bool:
+        """Add the row at its place in the order, or update its changed cells; True when new."""
+        new = self.upsert(key, cells)
+        if new:
+            self._ranks[key] = rank
+            if self._highest is not None and rank < self._highest:
+                self._out_of_order = True  # put in place by settle()
+            else:
+                self._highest = rank
+        return new
+
+    def remove_row(self, row_key: RowKey | str) -> None:
+        super().remove_row(row_key)
+        self._ranks.pop(str(row_key.value if isinstance(row_key, RowKey) else row_key), None)
+
+    def clear(self, columns: bool = False) -> Self:
+        self._ranks.clear()
+        self._highest, self._out_of_order = None, False
+        return super().clear(columns)
+
+    def settle(self, keep_cursor_on: str | None) -> None:
+        """Move rows added out of order to their places (at most once per batch).
+
+        ``keep_cursor_on`` is the key the cursor was on before the batch: rows
+        added or dropped above it must not slide it onto another row.
+        """
+        if self._out_of_order:
+            self._out_of_order = False
+            keys = self.row_keys()
+            ranks = self._ranks
+            ordered = sorted(keys, key=lambda k: ranks.get(k, (0, 0)))
+            if ordered != keys:
+                self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(ordered)})
+                self._update_count += 1  # every DataTable cache is keyed by this
+                self._clear_caches()
+                self.refresh()
+            self._highest = ranks.get(ordered[-1]) if ordered else None
+        if keep_cursor_on is not None and self.has_row(keep_cursor_on):
+            index = self.get_row_index(keep_cursor_on)
+            if index != self.cursor_row:
+                self.move_cursor(row=index, animate=False)

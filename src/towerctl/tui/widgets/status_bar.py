@@ -24,6 +24,24 @@ _LINK_ICON = {
 }
 
 
+def audit_summary(state: TowerState, palette: Palette) -> Text:
+    """The audit log in a few words: its verdict and how many records it holds.
+
+    The count follows the log (read cheaply and often), the verdict is only as
+    recent as the last verification, so while new records wait for theirs the
+    header says how far "intact" goes: ``✓ intact to #120 of 135``.
+    """
+    if not state.audit_short:
+        return Text("run `towerctl audit verify`", Style(color=palette.muted))
+    if not state.audit_ok:
+        return Text(state.audit_short, Style(color=palette.error, bold=True))
+    good = Style(color=palette.success)
+    behind = state.audit_unverified()
+    if behind:
+        return Text(f"✓ intact to #{state.audit_verified} of {state.audit_count}", good)
+    return Text(f"✓ intact ({state.audit_verified})", good)
+
+
 class StatusBar(Static):
     """Connection state, operator, other operators online, pending count and audit status."""
 
@@ -73,13 +91,14 @@ class StatusBar(Static):
         if others:
             online.append_text(agent_text(", ".join(others), limit=40))
         audit = Text("audit: ", dim)
-        if state.audit_short:
-            good = state.audit_ok
-            audit.append(
-                state.audit_short, Style(color=palette.success if good else palette.error, bold=not good)
-            )
-        else:
-            audit.append("run `towerctl audit verify`", dim)
+        audit.append_text(audit_summary(state, palette))
+        # The audit item's width comes and goes as verification catches up with
+        # the count; laying out for its longest form keeps the other items from
+        # appearing and vanishing with it.
+        audit_room = audit.cell_len
+        if state.audit_ok and state.audit_count is not None:
+            most = state.audit_count
+            audit_room = max(audit_room, len(f"audit: ✓ intact to #{most} of {most}"))
 
         # (display order, priority: lower survives longer)
         items = [(0, 0, view), (1, 1, status), (2, 2, problem), (3, 7, where), (4, 4, me)]
@@ -90,7 +109,7 @@ class StatusBar(Static):
         for order, _prio, text in sorted(items, key=lambda item: item[1]):
             if not text.plain:
                 continue
-            cost = text.cell_len + 3
+            cost = (audit_room if text is audit else text.cell_len) + 3
             if used + cost > width and kept:
                 continue
             kept.append((order, text))
