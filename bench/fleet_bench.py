@@ -70,9 +70,22 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
 def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU seconds of a process and its children (the hub's writer process counts as the hub's)."""
+    total = 0.0
+    for p in (pid, *_children(pid)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -361,6 +374,7 @@ class Bench:
                         "15",
                         "-r",
                         "100",
+                        "--subprocesses",
                         "-f",
                         "raw",
                         "-o",
@@ -612,6 +626,8 @@ _PLUMBING = (
 
 def _thread_of(frames: list[str]) -> str:
     joined = ";".join(frames)
+    if "writer_proc.py" in joined and "_child" in joined:
+        return "writer process"
     if "Writer._apply" in joined or "towerctl/store/writer.py" in joined:
         return "group-commit writer thread"
     if "_connection_worker_thread" in joined:

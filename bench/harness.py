@@ -47,7 +47,7 @@ class ServedHub:
             await asyncio.wait_for(self.proc.wait(), 30)
 
 
-async def start_hub(home: Path | None = None, *, sync: str = "full") -> ServedHub:
+async def start_hub(home: Path | None = None, *, sync: str = "full", writer: str = "process") -> ServedHub:
     home = home or Path(tempfile.mkdtemp(prefix="towerctl-bench-"))
     home.mkdir(parents=True, exist_ok=True)
     policy = home / "bench-policy.toml"
@@ -55,7 +55,8 @@ async def start_hub(home: Path | None = None, *, sync: str = "full") -> ServedHu
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
     env["TOWER_HOME"] = str(home)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "towerctl.cli", "serve", "--port", "0", "--policy", str(policy), "--sync", sync,
+        sys.executable, "-m", "towerctl.cli", "serve", "--port", "0", "--policy", str(policy),
+        "--sync", sync, "--writer", writer,
         env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
