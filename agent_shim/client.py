@@ -7,16 +7,19 @@ its timeout. The connection is a background task that reconnects with
 jittered backoff; everything the hub must hear about goes through a bounded
 outbox so that reports written while disconnected are delivered, in order,
 after reconnecting.
+
+:class:`Shim` keeps what an agent calls (admit, guard, report, run_shell) and
+the lifecycle; it is layered over the outbox (``outbox``), decision acceptance
+(``decision_check``) and the connection loop (``transport``), each in its own
+module. ``DECISION_GRACE_S`` stays here, read at call time, so tests patch it
+as ``agent_shim.client.DECISION_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import os
-import random
 import socket
 import ssl as ssl_module
 import time
@@ -25,8 +28,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from agent_shim import ed25519
 from agent_shim.approved import Approved
@@ -34,30 +37,30 @@ from agent_shim.errors import ActionDenied, SessionKilled
 from agent_shim.gate import Gate, Ruling
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import (
-    MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
     Ack,
     Action,
-    AgentHello,
-    Control,
     Decision,
-    DecisionRefused,
-    ErrorMsg,
-    HubToAgentAdapter,
-    PolicyUpdate,
     Propose,
-    ProtocolError,
     Report,
     SelfPaused,
-    Started,
-    Welcome,
-    decode,
     encode,
 )
+from agent_shim.shim_base import _now_ms, log
+from agent_shim.transport import SHIM_VERSION, ShimTransport
 
-log = logging.getLogger("agent_shim")
+#: Names other modules import from here (some now defined next door).
+__all__ = [
+    "CLOSE_SESSION_CONTINUES",
+    "DECISION_GRACE_S",
+    "SHIM_VERSION",
+    "Shim",
+    "_now_ms",
+    "agent_url",
+    "client_ssl_context",
+    "log",
+    "new_action_id",
+]
 
-SHIM_VERSION: Final = "0.1.0"
 #: Extra time the shim waits past the approval timeout, so that the hub's own
 #: expiry (which is audited) normally arrives first.
 DECISION_GRACE_S: Final = 2.0
@@ -89,11 +92,7 @@ def new_action_id() -> str:
     return uuid.uuid4().hex
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Shim:
+class Shim(ShimTransport):
     """Async client. Use as ``async with Shim(...) as shim:``."""
 
     def __init__(
@@ -233,236 +232,6 @@ class Shim:
             if not fut.done():
                 fut.cancel()
 
-    async def _drained(self) -> None:
-        while self._outbox:
-            self._outbox_ready.set()
-            await asyncio.sleep(0.005)
-
-    # -------------------------------------------------------------- transport
-
-    async def _run(self) -> None:
-        delay = 0.05
-        while not self._closing:
-            try:
-                async with connect(
-                    self.url,
-                    additional_headers={"Authorization": f"Bearer {self._token}"},
-                    compression=None,
-                    proxy=None,
-                    max_size=MAX_MESSAGE_BYTES,
-                    open_timeout=self._connect_timeout,
-                    ping_interval=10,
-                    ping_timeout=20,
-                    close_timeout=2,
-                    ssl=self._ssl,
-                ) as ws:
-                    self._ws = ws
-                    try:
-                        await self._session(ws)
-                    finally:
-                        self._ws = None
-                    delay = 0.05
-            except asyncio.CancelledError:
-                raise
-            except InvalidStatus as exc:
-                self.last_error = f"hub refused the connection: HTTP {exc.response.status_code}"
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
-                self.last_error = f"hub unreachable: {exc or type(exc).__name__}"
-            except ProtocolError as exc:
-                self.last_error = f"hub sent a bad message: {exc.message}"
-            finally:
-                self._connected.clear()
-            if self._closing:
-                return
-            log.warning("towerctl shim: %s; retrying", self.last_error)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self._reconnect_max)
-
-    async def _session(self, ws: ClientConnection) -> None:
-        hello = AgentHello(
-            protocol=PROTOCOL_VERSION,
-            agent=self.agent,
-            env=self.env,
-            host=self.host[:255],
-            pid=os.getpid(),
-            session_id=self.session_id,
-            shim_version=SHIM_VERSION,
-        )
-        await ws.send(encode(hello))
-        first = decode(HubToAgentAdapter, await asyncio.wait_for(ws.recv(), self._connect_timeout))
-        if isinstance(first, ErrorMsg):
-            self.last_error = f"hub rejected hello: {first.message}"
-            return
-        if not isinstance(first, Welcome):
-            raise ProtocolError("unexpected", f"expected welcome, got {first.type}")
-        self._on_welcome(first)
-        # Re-send what the previous connection may have lost, in order.
-        resend = [
-            data
-            for key, data in self._unconfirmed
-            # A request for approval nobody waits for any more (it timed out
-            # here meanwhile) must not reappear as pending at the hub.
-            if key is None or key in self._waiters or json.loads(data)["verdict"] != "ask"
-        ]
-        self._unconfirmed.clear()
-        self._unconfirmed_keys.clear()
-        for data in resend:
-            await ws.send(data)
-            self._sent(data)
-        # Re-send proposals still waiting for a decision: the hub de-duplicates
-        # by action id and answers with the decision if one was already made.
-        for propose, fut in list(self._waiters.values()):
-            if not fut.done():
-                await ws.send(encode(propose))
-        self._connected.set()
-        self._ever_connected = True
-        writer = asyncio.create_task(self._writer(ws))
-        try:
-            async for raw in ws:
-                try:
-                    msg = decode(HubToAgentAdapter, raw)
-                except ProtocolError as exc:
-                    log.error("towerctl shim: ignoring bad hub message: %s", exc.message)
-                    continue
-                self._dispatch(msg)
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await writer
-
-    async def _writer(self, ws: ClientConnection) -> None:
-        while True:
-            while self._outbox:
-                data = self._outbox[0]
-                await ws.send(data)
-                self._outbox.popleft()
-                self._sent(data)
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()
-
-    def _sent(self, data: str) -> None:
-        if data.startswith('{"type":"propose"'):
-            key: str | None = str(json.loads(data)["action"]["action_id"])
-        elif data.startswith(('{"type":"started"', '{"type":"report"')):
-            key = None
-        else:
-            return  # self_paused / decision_refused: not worth a duplicate record
-        self._unconfirmed.append((key, data))
-        if key is not None:
-            self._unconfirmed_keys.add(key)
-        while len(self._unconfirmed) > self._outbox_limit:
-            old_key, _ = self._unconfirmed.popleft()
-            self._unconfirmed_keys.discard(old_key or "")
-
-    def _confirm(self, action_id: str) -> None:
-        """The hub answered the proposal of ``action_id``: it has processed
-        everything sent before it."""
-        if action_id not in self._unconfirmed_keys:
-            return
-        while self._unconfirmed:
-            key, _ = self._unconfirmed.popleft()
-            if key is not None:
-                self._unconfirmed_keys.discard(key)
-            if key == action_id:
-                return
-
-    def _enqueue(self, data: str) -> None:
-        if len(data) > MAX_MESSAGE_BYTES // 4 and len(data.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            raise ActionDenied(
-                f"refused: the message would exceed the hub's {MAX_MESSAGE_BYTES // 1024} KiB frame limit "
-                "(shorten dry_run or reason)"
-            )
-        if len(self._outbox) >= self._outbox_limit:
-            # Fail closed: we will not run what we cannot report.
-            raise ActionDenied(
-                f"report queue full ({self._outbox_limit}); the tower has been unreachable "
-                "too long for more actions to run unrecorded"
-            )
-        self._outbox.append(data)
-        self._outbox_ready.set()
-
-    # --------------------------------------------------------------- dispatch
-
-    @property
-    def hub_key(self) -> bytes | None:
-        """The key approvals are checked against: the pin, else the TOFU key."""
-        return self._pinned_key if self._pinned_key is not None else self._tofu_key
-
-    def _learn_key(self, announced: str) -> None:
-        if not announced:
-            if self.hub_key is None:
-                log.warning("towerctl shim: the hub announced no signing key; approvals will be refused")
-            return
-        key = bytes.fromhex(announced)
-        if self._pinned_key is not None:
-            if key != self._pinned_key:
-                self.last_error = (
-                    f"hub announced key {ed25519.key_id(key)} but key {ed25519.key_id(self._pinned_key)} "
-                    "is pinned; its approvals will be refused"
-                )
-                log.error("towerctl shim: %s", self.last_error)
-            return
-        if self._tofu_key is None:
-            self._tofu_key = key
-            log.warning(
-                "towerctl shim: no hub key pinned (TOWER_HUB_KEY); trusting key %s announced by the hub "
-                "on first use",
-                ed25519.key_id(key),
-            )
-        elif key != self._tofu_key:
-            self.last_error = (
-                f"hub key changed from {ed25519.key_id(self._tofu_key)} to {ed25519.key_id(key)}; "
-                "keeping the first one, approvals signed by the new key will be refused"
-            )
-            log.error("towerctl shim: %s", self.last_error)
-
-    def _on_welcome(self, w: Welcome) -> None:
-        self._learn_key(w.hub_key)
-        self.session_id = w.session_id
-        self.gate.set_policy(w.policy)
-        if w.killed:
-            self._apply_kill(SessionKilled("session was killed", by="hub"))
-        elif w.paused:
-            self._resumed.clear()
-        else:
-            self._resumed.set()
-
-    def _dispatch(self, msg: object) -> None:
-        if isinstance(msg, Decision | Ack):
-            self._confirm(msg.action_id)
-            entry = self._waiters.get(msg.action_id)
-            final = isinstance(msg, Decision) or msg.state in ("denied", "cancelled")
-            if entry is not None and not entry[1].done() and final:
-                entry[1].set_result(msg)
-            elif entry is None and isinstance(msg, Decision) and msg.action_id in self._gave_up:
-                del self._gave_up[msg.action_id]
-                if msg.verdict == "approved":
-                    why = "arrived after the shim denied it at its timeout"
-                    self._refuse(msg, msg.action_id, "expired", why)
-        elif isinstance(msg, PolicyUpdate):
-            if msg.env == self.env:
-                self.gate.set_policy(msg.policy)
-        elif isinstance(msg, Control):
-            if msg.op == "pause":
-                self._resumed.clear()
-            elif msg.op == "resume":
-                self.gate.reset_rate()
-                self._resumed.set()
-            else:
-                self._apply_kill(SessionKilled(msg.reason or "session killed", by=msg.by))
-        elif isinstance(msg, ErrorMsg):
-            self.last_error = f"hub error {msg.code}: {msg.message}"
-            log.warning("towerctl shim: %s", self.last_error)
-
-    def _apply_kill(self, exc: SessionKilled) -> None:
-        self._killed = exc
-        self._resumed.set()  # wake anything blocked on pause so it sees the kill
-        for _, fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(SessionKilled(exc.reason, by=exc.by))
-        if self._on_kill is not None:
-            self._on_kill(exc)
-
     # ---------------------------------------------------------------- actions
 
     async def _wait_runnable(self) -> None:
@@ -542,69 +311,6 @@ class Shim:
         )
         with contextlib.suppress(ActionDenied):
             self._enqueue(encode(denied))
-
-    def _start(self, action: Action, digest: str, decision: Decision | None) -> Approved:
-        # The binding check: what we are about to run must be what was judged and approved.
-        actual = action.digest()
-        if actual != digest:
-            if decision is not None:
-                raise self._refuse(
-                    decision, action.action_id, "wrong_digest", "the action changed after it was judged"
-                )
-            raise ActionDenied(
-                "refused: the action's digest differs from the judged one",
-                action_id=action.action_id,
-                by="shim",
-            )
-        if decision is not None:
-            self._accept_decision(decision, action.action_id, actual)
-        if self._killed is not None:
-            raise SessionKilled(self._killed.reason, by=self._killed.by)
-        if decision is not None:
-            # An allowed action needs no `started`: proposing it with verdict
-            # allow says it runs now, and the hub records it running at once.
-            self._enqueue(encode(Started(action_id=action.action_id, digest=actual, started_at=_now_ms())))
-        return Approved(action=action, digest=actual, decision=decision)
-
-    def _refuse(self, decision: Decision, action_id: str, code: str, message: str) -> ActionDenied:
-        """Report a refused decision to the hub (which audits it); return the error to raise."""
-        with contextlib.suppress(ActionDenied, ValueError):
-            self._enqueue(
-                encode(
-                    DecisionRefused(
-                        action_id=action_id,
-                        decision_id=decision.decision_id,
-                        code=code,  # type: ignore[arg-type]
-                        message=message[:4000],
-                    )
-                )
-            )
-        log.error("towerctl shim: refused decision %s for %s: %s", decision.decision_id, action_id, message)
-        return ActionDenied(f"refused: {message}", action_id=action_id, by="shim")
-
-    def _accept_decision(self, decision: Decision, action_id: str, digest: str) -> None:
-        """An approval is used only if the pinned hub key signed it, for this
-        session's action and digest, before its expiry, and only once."""
-        if decision.digest != digest:
-            raise self._refuse(
-                decision, action_id, "wrong_digest", "the approval is for another digest than the action's"
-            )
-        key = self.hub_key
-        if not decision.signature or key is None:
-            raise self._refuse(
-                decision, action_id, "unsigned", "the approval is not signed by a known hub key"
-            )
-        if not ed25519.verify(key, decision.signing_bytes(), bytes.fromhex(decision.signature)):
-            raise self._refuse(decision, action_id, "bad_signature", "the approval's signature is invalid")
-        if decision.session_id != self.session_id or decision.action_id != action_id:
-            raise self._refuse(
-                decision, action_id, "wrong_session", "the approval is for another session's action"
-            )
-        if decision.expires_at is None or decision.expires_at <= _now_ms():
-            raise self._refuse(decision, action_id, "expired", "the approval has expired")
-        if decision.decision_id in self._used_decisions:
-            raise self._refuse(decision, action_id, "replayed", "the approval was already used")
-        self._used_decisions.add(decision.decision_id)
 
     def report(self, approved: Approved, *, error: str = "") -> None:
         """Queue the outcome report for an action that was admitted."""

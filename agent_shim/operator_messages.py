@@ -1,0 +1,229 @@
+"""The messages between operator clients and the hub.
+
+Separate from the agent side: operators are authenticated people, agents are
+untrusted code, and the two halves change for different reasons. The models
+are just as strict all the same (``extra="forbid"``, nothing coerced).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from agent_shim.agent_messages import Action, ErrorMsg
+from agent_shim.policy import EnvPolicy, Rule
+from agent_shim.protocol_fields import (
+    _STRICT,
+    Count,
+    Digest,
+    EnvName,
+    ExitCode,
+    Id,
+    Millis,
+    Name,
+    Pid,
+    Text,
+)
+from agent_shim.types import Risk, Verdict
+
+# --------------------------------------------------------------------------
+# operator -> hub
+
+ReqId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class OperatorHello(BaseModel):
+    model_config = _STRICT
+    type: Literal["hello"] = "hello"
+    protocol: Count
+    client: Annotated[str, Field(max_length=64)] = ""
+
+
+class Decide(BaseModel):
+    """An operator's decision, bound to the digest the operator was shown."""
+
+    model_config = _STRICT
+    type: Literal["decide"] = "decide"
+    req: ReqId
+    action_id: Id
+    digest: Digest
+    approve: bool
+    reason: Text = ""
+
+
+class SessionControl(BaseModel):
+    model_config = _STRICT
+    type: Literal["session_control"] = "session_control"
+    req: ReqId
+    session_id: Id
+    op: Literal["pause", "resume", "kill"]
+    reason: Text = ""
+
+
+class Freeze(BaseModel):
+    model_config = _STRICT
+    type: Literal["freeze"] = "freeze"
+    req: ReqId
+    env: EnvName
+    frozen: bool
+    reason: Text = ""
+
+
+class SetPolicy(BaseModel):
+    model_config = _STRICT
+    type: Literal["set_policy"] = "set_policy"
+    req: ReqId
+    env: EnvName
+    policy: EnvPolicy
+
+
+OperatorMessage = Annotated[
+    OperatorHello | Decide | SessionControl | Freeze | SetPolicy, Field(discriminator="type")
+]
+
+# --------------------------------------------------------------------------
+# hub -> operator
+
+SessionStatus = Literal["active", "paused", "killed", "disconnected", "ended"]
+ActionState = Literal[
+    "allowed",
+    "denied",
+    "pending",
+    "approved",
+    "expired",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+]
+
+
+class SessionInfo(BaseModel):
+    model_config = _STRICT
+    session_id: Id
+    agent: Name
+    env: EnvName
+    host: str = ""
+    pid: Pid | None = None
+    status: SessionStatus
+    connected: bool
+    started_at: Millis
+    last_seen: Millis
+    current_action: str = ""
+    pending: Count = 0
+    rate: Count = 0
+
+
+class ActionInfo(BaseModel):
+    model_config = _STRICT
+    action: Action
+    session_id: Id
+    agent: Name
+    env: EnvName
+    digest: Digest
+    risk: Risk
+    reasons: tuple[str, ...] = ()
+    policy_verdict: Verdict
+    rule: Rule | None = None
+    explanation: str = ""
+    state: ActionState
+    created_at: Millis
+    expires_at: Millis | None = None
+    decided_by: str = ""
+    decision_reason: str = ""
+    exit_code: ExitCode | None = None
+    duration_ms: Millis | None = None
+    output_tail: str = ""
+
+
+class PolicyInfo(BaseModel):
+    model_config = _STRICT
+    version: Count
+    policy: EnvPolicy
+
+
+class OperatorWelcome(BaseModel):
+    model_config = _STRICT
+    type: Literal["welcome"] = "welcome"
+    protocol: Count
+    operator: Name
+    role: Literal["viewer", "approver", "admin"]
+
+
+class Snapshot(BaseModel):
+    model_config = _STRICT
+    type: Literal["snapshot"] = "snapshot"
+    sessions: tuple[SessionInfo, ...]
+    pending: tuple[ActionInfo, ...]
+    recent: tuple[ActionInfo, ...] = ()
+    policies: dict[str, PolicyInfo]
+    frozen: tuple[str, ...] = ()
+    operators: tuple[str, ...] = ()
+    hub_time: Millis
+
+
+class SessionEvent(BaseModel):
+    model_config = _STRICT
+    type: Literal["session"] = "session"
+    session: SessionInfo
+
+
+class ActionEvent(BaseModel):
+    model_config = _STRICT
+    type: Literal["action"] = "action"
+    action: ActionInfo
+
+
+class PolicyEvent(BaseModel):
+    model_config = _STRICT
+    type: Literal["policy"] = "policy"
+    env: EnvName
+    info: PolicyInfo
+    by: str = ""
+
+
+class FreezeEvent(BaseModel):
+    model_config = _STRICT
+    type: Literal["frozen"] = "frozen"
+    env: EnvName
+    frozen: bool
+    by: str
+
+
+class Alert(BaseModel):
+    model_config = _STRICT
+    type: Literal["alert"] = "alert"
+    level: Literal["info", "warning", "critical"]
+    message: Text
+    session_id: Id | None = None
+
+
+class OperatorsEvent(BaseModel):
+    model_config = _STRICT
+    type: Literal["operators"] = "operators"
+    operators: tuple[str, ...]
+
+
+class Result(BaseModel):
+    model_config = _STRICT
+    type: Literal["result"] = "result"
+    req: ReqId
+    ok: bool
+    code: str = ""
+    message: Text = ""
+
+
+HubToOperator = Annotated[
+    OperatorWelcome
+    | Snapshot
+    | SessionEvent
+    | ActionEvent
+    | PolicyEvent
+    | FreezeEvent
+    | Alert
+    | OperatorsEvent
+    | Result
+    | ErrorMsg,
+    Field(discriminator="type"),
+]
