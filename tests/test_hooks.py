@@ -3,6 +3,10 @@
 Each hook runs as a real ``python -m towerctl.cli hook …`` process fed the
 agent's hook JSON on stdin, against a real hub; operators decide through the
 real operator client; outcomes are checked in the hub's SQLite file.
+
+Every test runs twice (the ``hook_mode`` fixture): through the local shim
+daemon (the default; one daemon per test in its ``rt`` directory, stopped
+after it) and in-process with ``TOWER_NO_DAEMON=1``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import socket
 import sqlite3
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from agent_shim.protocol import ActionEvent
@@ -26,6 +32,46 @@ from towerctl.integrations.hookjson import HookInput, merge_hooks, parse_input
 from .conftest import Tower, next_event, wait_for
 
 TOWERCTL = [sys.executable, "-m", "towerctl.cli"]
+#: What the ``hook_mode`` fixture adds to every hook's environment.
+MODE_ENV: dict[str, str] = {}
+
+
+def daemon_socket(rt: Path) -> str:
+    from towerctl.localshim import fastclient
+
+    return str(rt / f"shimd-{fastclient.install_key()}.sock")
+
+
+async def stop_daemon(rt: Path) -> int | None:
+    """Stop the local shim daemon serving ``rt``, if any; wait until it has exited; its pid."""
+    from towerctl.localshim import daemon
+
+    reply = await asyncio.to_thread(daemon.request, daemon_socket(rt), "stop", 5.0)
+    if reply is None:
+        return None
+    pid = int(reply["pid"])
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state == "Z"
+
+    await wait_for(gone, 15)
+    return pid
+
+
+@pytest.fixture(autouse=True, params=["daemon", "no-daemon"])
+async def hook_mode(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    MODE_ENV.clear()
+    if request.param == "no-daemon":
+        MODE_ENV["TOWER_NO_DAEMON"] = "1"
+    try:
+        yield str(request.param)
+    finally:
+        MODE_ENV.clear()
+        await stop_daemon(tmp_path / "rt")
 
 
 def hook_env(tower: Tower, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -36,6 +82,7 @@ def hook_env(tower: Tower, tmp_path: Path, **extra: str) -> dict[str, str]:
         TOWER_URL=tower.url,
         TOWER_TOKEN=tower.tokens["agent"],
         TOWER_ENV="dev",
+        **MODE_ENV,
     )
     env.update(extra)
     return env

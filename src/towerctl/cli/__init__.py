@@ -3,8 +3,10 @@
 Subcommands are imported only when invoked: ``towerctl exec`` sits in front
 of every command an agent runs, so it must not pay for textual, aiosqlite or
 cryptography, and it does not even pay for click: :func:`main` hands
-``exec`` to the local shim daemon's stdlib-only client
-(:func:`towerctl.localshim.fastclient.exec_main`) before click is imported,
+``exec`` and ``hook claude-code|codex`` (one process per tool call of a
+coding agent) to the local shim daemon's stdlib-only client
+(:func:`towerctl.localshim.shimclient.execcmd.exec_main`,
+:func:`towerctl.localshim.shimclient.hook.hook_main`) before click is imported,
 unless ``TOWER_NO_DAEMON=1``. The click group itself lives in
 :mod:`towerctl.cli._group` (``cli`` and ``COMMANDS`` are still importable
 from here).
@@ -27,13 +29,19 @@ def __getattr__(name: str) -> object:
 
 def main(argv: list[str] | None = None) -> object:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["exec"]:
-        from towerctl.localshim import fastclient
+    if args[:1] in (["exec"], ["hook"]):
+        from towerctl.localshim.shimclient.settings import no_daemon
 
-        if not fastclient.no_daemon():
-            code = fastclient.exec_main(args[1:])
+        if not no_daemon():
+            from towerctl.localshim.shimclient.runner import leave
+
+            if args[0] == "exec":
+                from towerctl.localshim.shimclient.execcmd import exec_main as front
+            else:
+                from towerctl.localshim.shimclient.hook import hook_main as front
+            code = front(args[1:])
             if code is not None:
-                fastclient.leave(code)
+                leave(code)
     from towerctl.cli._group import main as click_main
 
     return click_main(argv)

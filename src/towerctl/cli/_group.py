@@ -34,7 +34,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "gate": ("towerctl.cli.gate", "gate", "Wrappers that send kubectl, terraform … through the tower."),
     "hook": ("towerctl.cli.hook", "hook", "Claude Code / Codex hooks: ask the tower before each tool call."),
     "mcp-gate": ("towerctl.cli.mcp_gate", "mcp_gate", "Gate an MCP server: each tool call asks the tower."),
-    "shimd": ("towerctl.cli.shimd", "shimd", "The local shim daemon behind the gates (--status, --stop)."),
+    "shimd": (
+        "towerctl.cli.shimd",
+        "shimd",
+        "The local shim daemon behind gates, exec, hooks (--status, --stop).",
+    ),
     "ssh-serve": ("towerctl.cli.ssh_serve", "ssh_serve", "The operator console over SSH, one PTY per login."),
 }
 

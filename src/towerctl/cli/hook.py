@@ -9,6 +9,7 @@ PreToolUse path (click's own usage errors also exit 2).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,8 @@ def _run(
         timeout=max(1.0, timeout),
         connect_timeout=max(0.1, connect_timeout),
         all_tools=all_tools,
+        hub_key=settings.hub_key,
+        ca=os.environ.get("TOWER_CA", ""),
     )
     sys.exit(hooks.run(flavor, cfg, sys.stdin.buffer, sys.stdout, sys.stderr, post=post))
 

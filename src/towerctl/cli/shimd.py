@@ -1,8 +1,9 @@
 """``towerctl shimd``: run, query or stop the local shim daemon.
 
-The gate wrappers start the daemon by themselves when they need it; this
-command is for running it in the foreground (under systemd, or to watch its
-log), and for ``--status`` and ``--stop``.
+The gate wrappers, ``towerctl exec`` and the hooks start the daemon by
+themselves when they need it; this command is for running it in the
+foreground (under systemd, or to watch its log), and for ``--status`` and
+``--stop``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import click
 @click.option("--status", is_flag=True, help="Print the running daemon's sessions as JSON.")
 @click.option("--stop", is_flag=True, help="Stop the running daemon (its tower sessions end).")
 def shimd(socket_path: str | None, idle_timeout: float | None, status: bool, stop: bool) -> None:
-    """The per-user local shim daemon behind the shell gates.
+    """The per-user local shim daemon behind the shell gates, exec and hooks.
 
     \b
     Holds one tower session per (hub, token, env, agent) for the gate
-    wrappers, which ask it over a unix socket in a private 0700 directory.
+    wrappers and `towerctl exec`, and one per Claude Code / Codex session
+    for the hooks; they ask it over a unix socket in a private 0700 directory.
     """
     from towerctl.localshim import daemon
 

@@ -1,19 +1,18 @@
-"""The one-shot hook runner Claude Code and Codex CLI share.
+"""The hook runner Claude Code and Codex CLI share.
 
 PreToolUse: parse the payload, map it to an action, ask the tower through the
 real shim under the agent's own session, answer allow/deny on stdout, exit 0.
+:func:`handle` does it for one payload wherever it runs: in the hook's own
+process (:func:`run`, ``TOWER_NO_DAEMON=1``) or in the local shim daemon
+(:mod:`towerctl.localshim.hookserve`), which differ only in where the shim
+comes from (:mod:`towerctl.integrations.hooksession`).
 Every failure (bad input, no token, hub down, a deadline, a bug) exits 2 with
 the reason on stderr, because exit 2 is the only failure both agents treat as
 "block": a crash, exit 1 or a hook timeout lets the tool call proceed.
 
 PostToolUse / PostToolUseFailure: report what happened for that
-``tool_use_id``, so the audit log reads proposal → decision → result. The
-PreToolUse hook leaves a small hand-over file (0600, in the private runtime
-directory) with the exact action it proposed and when it was admitted; the
-PostToolUse hook reads and removes it, and recomputes the action from the
-payload only when it is missing (the mapping is deterministic). The file is
-what keeps the digest right when Claude's working directory moved between the
-two hooks.
+``tool_use_id``, so the audit log reads proposal → decision → result, with
+the action the PreToolUse call left in a hand-over file.
 
 The tower never runs the tool: "allow" means the agent runs it.
 """
@@ -21,13 +20,10 @@ The tower never runs the tool: "allow" means the agent runs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from towerctl.integrations import runtime
 from towerctl.integrations.hookjson import (
@@ -41,15 +37,15 @@ from towerctl.integrations.hookjson import (
     parse_input,
     pre_output,
 )
+from towerctl.integrations.hooksession import Connector, OneShot, save_handover, take_handover
 
 if TYPE_CHECKING:
-    from agent_shim import Action, Approved, Shim
+    from agent_shim import Action
 
 EXIT_BLOCK: Final = 2
 EXIT_POST_FAILED: Final = 1
 #: The PostToolUse hook has nothing to wait for but a connection.
 POST_DEADLINE_S: Final = 25.0
-_HANDOVER_VERSION: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +80,18 @@ class HookSettings:
     timeout: float
     connect_timeout: float
     all_tools: bool
+    #: Pinned hub key ("" = ``TOWER_HUB_KEY`` or trust on first use) and CA file for ``wss://``.
+    hub_key: str = ""
+    ca: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    """What one hook invocation prints and how it exits."""
+
+    code: int
+    stdout: str = ""
+    stderr: str = ""
 
 
 class HookFailure(Exception):
@@ -99,59 +107,6 @@ def session_for(flavor: Flavor, inp: HookInput, env: str) -> str | None:
     return derived_id(f"{flavor.prefix}-{env}", inp.session_id) if inp.session_id else None
 
 
-# ----------------------------------------------------------------- hand-over
-
-
-def _handover_path(flavor: Flavor, inp: HookInput) -> str:
-    name = runtime.key("handover", flavor.prefix, inp.session_id, inp.tool_use_id)
-    return str(runtime.private_dir() / f"{name}.json")
-
-
-def save_handover(
-    flavor: Flavor, inp: HookInput, approved: Approved, session_id: str | None, env: str
-) -> None:
-    """Leave the admitted action for the PostToolUse hook (best effort: it can recompute)."""
-    if not inp.tool_use_id:
-        return
-    body = {
-        "v": _HANDOVER_VERSION,
-        "action": approved.action.model_dump(mode="json"),
-        "digest": approved.digest,
-        "session_id": session_id,
-        "env": env,
-        "admitted_ns": time.time_ns(),
-    }
-    with contextlib.suppress(OSError, runtime.RuntimeProblem):
-        path = _handover_path(flavor, inp)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(body))
-        runtime.sweep(runtime.private_dir())
-
-
-def take_handover(flavor: Flavor, inp: HookInput) -> dict[str, Any] | None:
-    """Read and remove the PreToolUse hook's hand-over file, if it is there and sound."""
-    from agent_shim.protocol import Action
-
-    try:
-        path = _handover_path(flavor, inp)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "r", encoding="utf-8") as fh:
-            body = json.loads(fh.read(1 << 20))
-        os.unlink(path)
-    except (OSError, ValueError, runtime.RuntimeProblem):
-        return None
-    if not isinstance(body, dict) or body.get("v") != _HANDOVER_VERSION:
-        return None
-    try:
-        action = Action.model_validate(body["action"])
-    except (KeyError, ValueError):
-        return None
-    if action.digest() != body.get("digest"):
-        return None
-    return {**body, "action": action}
-
-
 # ----------------------------------------------------------------- PreToolUse
 
 
@@ -159,10 +114,12 @@ def _deny(reason: str, *, stop: str = "") -> str:
     return pre_output("deny", reason[:4000], stop_reason=stop)
 
 
-async def _pre(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: float) -> str:
+async def _pre(
+    flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: float, connector: Connector
+) -> str:
     from pydantic import ValidationError
 
-    from agent_shim import ActionDenied, SessionKilled, Shim
+    from agent_shim import ActionDenied, SessionKilled
 
     if inp.tool_name in flavor.internal_tools and not cfg.all_tools:
         return "{}"  # no opinion: the agent's own permission flow applies
@@ -172,23 +129,14 @@ async def _pre(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: floa
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
         return _deny(f"towerctl: this {inp.tool_name} call cannot be put to review ({problems}); denied")
     session_id = session_for(flavor, inp, cfg.env)
-    async with runtime.session_lock(session_id or action.action_id, deadline):
-        shim = Shim(
-            cfg.url,
-            cfg.token,
-            agent=cfg.agent,
-            env=cfg.env,
-            session_id=session_id,
-            connect_timeout=max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())),
-            end_session_on_close=False,  # the agent's session goes on after this tool call
-        )
+    async with connector.lock(session_id or action.action_id, deadline):
+        try:
+            shim = await connector.open(cfg, cfg.env, session_id, _connect_budget(cfg, deadline))
+        except runtime.Unreachable as exc:
+            raise HookFailure(f"tower unreachable at {cfg.url} ({exc}); failing closed") from None
         answer = ""
         allowed = False
         try:
-            try:
-                await runtime.connect(shim, max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())))
-            except runtime.Unreachable as exc:
-                raise HookFailure(f"tower unreachable at {cfg.url} ({exc}); failing closed") from None
             try:
                 approved = await asyncio.wait_for(shim.admit(action), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
@@ -211,11 +159,11 @@ async def _pre(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: floa
                     why = f"approved by {approved.decision.operator}{said}"
                 else:
                     why = f"allowed ({shim.gate.judge(action).explanation})"
-                save_handover(flavor, inp, approved, session_id, cfg.env)
+                save_handover(flavor.prefix, inp, approved, session_id, cfg.env)
                 answer = pre_output("allow", f"towerctl: {why}"[:4000])
                 allowed = True
         finally:
-            delivered = await runtime.flush(shim)
+            delivered = await connector.release(shim)
         if allowed and not delivered:
             raise HookFailure("the tower did not receive the proposal; refusing to let it run unrecorded")
         return answer
@@ -246,14 +194,16 @@ def _outcome(inp: HookInput) -> tuple[int | None, str, bool]:
     return code, text, failed or bool(code)
 
 
-async def _post(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: float) -> None:
-    from agent_shim import Approved, Shim
+async def _post(
+    flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: float, connector: Connector
+) -> None:
+    from agent_shim import Approved
 
     if not inp.tool_use_id:
         raise HookFailure("no tool_use_id in the payload: the outcome cannot be linked to its proposal")
     if inp.tool_name in flavor.internal_tools and not cfg.all_tools:
         return
-    handed = take_handover(flavor, inp)
+    handed = take_handover(flavor.prefix, inp)
     if handed is not None:
         action: Action = handed["action"]
         digest = str(handed["digest"])
@@ -275,29 +225,76 @@ async def _post(flavor: Flavor, inp: HookInput, cfg: HookSettings, deadline: flo
     if failed:
         approved.mark_failed()
     error = (inp.error or ("tool reported failure" if failed else ""))[:4000]
-    async with runtime.session_lock(str(session_id or action.action_id), deadline):
-        shim: Shim = Shim(
-            cfg.url,
-            cfg.token,
-            agent=cfg.agent,
-            env=env,
-            session_id=str(session_id) if session_id else None,
-            connect_timeout=max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())),
-            end_session_on_close=False,
-        )
+    async with connector.lock(str(session_id or action.action_id), deadline):
         try:
-            try:
-                await runtime.connect(shim, max(0.1, min(cfg.connect_timeout, deadline - time.monotonic())))
-            except runtime.Unreachable as exc:
-                raise HookFailure(f"tower unreachable at {cfg.url} ({exc}); outcome not recorded") from None
+            shim = await connector.open(
+                cfg, env, str(session_id) if session_id else None, _connect_budget(cfg, deadline)
+            )
+        except runtime.Unreachable as exc:
+            raise HookFailure(f"tower unreachable at {cfg.url} ({exc}); outcome not recorded") from None
+        try:
             shim.report(approved, error=error)
         finally:
-            delivered = await runtime.flush(shim)
+            delivered = await connector.release(shim)
         if not delivered:
             raise HookFailure("the outcome report could not be delivered to the tower")
 
 
 # --------------------------------------------------------------------- entry
+
+
+def _connect_budget(cfg: HookSettings, deadline: float) -> float:
+    return max(0.1, min(cfg.connect_timeout, deadline - time.monotonic()))
+
+
+async def handle(
+    flavor: Flavor,
+    cfg: HookSettings,
+    data: bytes,
+    *,
+    post: bool = False,
+    started: float | None = None,
+    connector: Connector | None = None,
+) -> HookResult:
+    """Judge (PreToolUse) or report (PostToolUse) one hook payload. Never raises
+    (but lets cancellation through).
+
+    The event named in the payload wins over ``post``: a PreToolUse payload is
+    always judged, so a hook wired to the wrong event still fails closed.
+    Deadlines count from ``started`` (monotonic; default now).
+    """
+    started = time.monotonic() if started is None else started
+    connector = OneShot() if connector is None else connector
+    is_post = post
+    try:
+        try:
+            inp = parse_input(data)
+        except HookInputError as exc:
+            return HookResult(
+                EXIT_BLOCK, stderr=f"towerctl: bad {flavor.name} hook input: {exc}; failing closed\n"
+            )
+        is_post = inp.event in POST_EVENTS if inp.event else post
+        if inp.event and inp.event != PRE_EVENT and not is_post:
+            return HookResult(
+                EXIT_BLOCK,
+                stderr=f"towerctl: {flavor.name} hook: unsupported event {inp.event!r}; failing closed\n",
+            )
+        if not cfg.token:
+            raise HookFailure("no agent token (set TOWER_TOKEN or agent_token in the towerctl config)")
+        if is_post:
+            await _post(flavor, inp, cfg, started + min(cfg.timeout, POST_DEADLINE_S), connector)
+            return HookResult(0)
+        answer = await _pre(flavor, inp, cfg, started + cfg.timeout, connector)
+        return HookResult(0, stdout=answer + "\n")
+    except HookFailure as exc:
+        why = f"towerctl: {exc}\n"
+    except TimeoutError as exc:
+        why = f"towerctl: {exc or 'deadline passed'}; failing closed\n"
+    except runtime.RuntimeProblem as exc:
+        why = f"towerctl: {exc}; failing closed\n"
+    except Exception as exc:  # any failure must block: never let the call through
+        why = f"towerctl: {flavor.name} hook failed: {type(exc).__name__}: {exc}; failing closed\n"
+    return HookResult(EXIT_POST_FAILED if is_post else EXIT_BLOCK, stderr=why)
 
 
 def run(
@@ -309,50 +306,27 @@ def run(
     *,
     post: bool = False,
 ) -> int:
-    """Run one hook invocation; return the exit code. Never raises.
-
-    The event named in the payload wins over ``post``: a PreToolUse payload is
-    always judged, so a hook wired to the wrong event still fails closed.
-    """
+    """Run one hook invocation in this process; return the exit code. Never raises."""
     started = time.monotonic()
     runtime.quiet_shim_log()
-    is_post = post
-    code = EXIT_BLOCK
     timer = runtime.watchdog(
         cfg.timeout + 3.0, f"towerctl: {flavor.name} hook passed its deadline; failing closed\n", EXIT_BLOCK
     )
     try:
         try:
-            inp = parse_input(stdin.read(MAX_INPUT_BYTES + 1))
-        except HookInputError as exc:
-            stderr.write(f"towerctl: bad {flavor.name} hook input: {exc}; failing closed\n")
-            return EXIT_BLOCK
-        is_post = inp.event in POST_EVENTS if inp.event else post
-        if inp.event and inp.event != PRE_EVENT and not is_post:
-            stderr.write(f"towerctl: {flavor.name} hook: unsupported event {inp.event!r}; failing closed\n")
-            return EXIT_BLOCK
-        if not cfg.token:
-            raise HookFailure("no agent token (set TOWER_TOKEN or agent_token in the towerctl config)")
-        if is_post:
-            deadline = started + min(cfg.timeout, POST_DEADLINE_S)
-            asyncio.run(_post(flavor, inp, cfg, deadline))
-            code = 0
-            return code
-        deadline = started + cfg.timeout
-        answer = asyncio.run(_pre(flavor, inp, cfg, deadline))
-        stdout.write(answer + "\n")
-        stdout.flush()
-        code = 0
-        return code
-    except HookFailure as exc:
-        stderr.write(f"towerctl: {exc}\n")
-    except TimeoutError as exc:
-        stderr.write(f"towerctl: {exc or 'deadline passed'}; failing closed\n")
-    except runtime.RuntimeProblem as exc:
-        stderr.write(f"towerctl: {exc}; failing closed\n")
-    except BaseException as exc:  # any failure must block: never let the call through
-        stderr.write(f"towerctl: {flavor.name} hook failed: {type(exc).__name__}: {exc}; failing closed\n")
+            data = stdin.read(MAX_INPUT_BYTES + 1)
+            result = asyncio.run(handle(flavor, cfg, data, post=post, started=started))
+        except BaseException as exc:  # KeyboardInterrupt and the like: block
+            result = HookResult(
+                EXIT_BLOCK,
+                stderr=f"towerctl: {flavor.name} hook failed: {type(exc).__name__}: {exc}; failing closed\n",
+            )
+        if result.stdout:
+            stdout.write(result.stdout)
+            stdout.flush()
+        if result.stderr:
+            stderr.write(result.stderr)
+        return result.code
     finally:
         timer.cancel()
         stderr.flush()
-    return EXIT_POST_FAILED if is_post else EXIT_BLOCK
