@@ -9,13 +9,22 @@ restart or beyond the live limit) is checked against the store.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from agent_shim.protocol import ActionInfo, Report, Started
 from towerctl.hub.registry import LiveSession
 from towerctl.hub.service_base import Refused, ServiceBase, _row_to_info, now_ms
 from towerctl.store import InvalidTransition, NotFound
-from towerctl.store.models import OutcomeRow
+from towerctl.store.models import ActionRow, OutcomeRow
 from towerctl.store.ops import FINISHABLE
+
+
+async def _committed(write: Awaitable[None]) -> None:
+    """Wait for a write; a transition the stored state does not allow is the agent's error."""
+    try:
+        await write
+    except (InvalidTransition, NotFound) as exc:
+        raise Refused("illegal_transition", str(exc)) from None
 
 
 def _done() -> asyncio.Future[None]:
@@ -67,25 +76,24 @@ class ActionOutcomes(ServiceBase):
     async def started(self, sess: LiveSession, msg: Started) -> None:
         fut = self.started_queued(sess, msg)
         if fut is not None:
-            try:
-                await fut
-            except (InvalidTransition, NotFound) as exc:
-                raise Refused("illegal_transition", str(exc)) from None
+            await _committed(fut)
             return
-        row = await self.store.action(msg.action_id)
-        if row is None:
-            raise Refused("unknown_action", "no such action in this session")
-        self._own(sess, row.session_id, row.digest, msg.digest, "started")
+        row = await self._stored(sess, msg.action_id, msg.digest, "started")
         if row.state in ("running", "succeeded", "failed"):
             return  # a re-sent started (after a reconnect)
-        try:
-            await self.store.action_state(
-                msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
-            )
-        except (InvalidTransition, NotFound) as exc:
-            raise Refused("illegal_transition", str(exc)) from None
+        await _committed(
+            self.store.action_state(msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms())
+        )
         sess.current_action = row.command
         self._touch_session(sess)
+
+    async def _stored(self, sess: LiveSession, action_id: str, digest: str, what: str) -> ActionRow:
+        """The action as stored, for one the hub no longer has in memory."""
+        row = await self.store.action(action_id)
+        if row is None:
+            raise Refused("unknown_action", "no such action in this session")
+        self._own(sess, row.session_id, row.digest, digest, what)
+        return row
 
     def report_queued(self, sess: LiveSession, msg: Report) -> asyncio.Future[None] | None:
         """``report`` for an action the hub has in memory (see :meth:`started_queued`)."""
@@ -116,21 +124,14 @@ class ActionOutcomes(ServiceBase):
     async def report(self, sess: LiveSession, msg: Report) -> None:
         fut = self.report_queued(sess, msg)
         if fut is not None:
-            try:
-                await fut
-            except (InvalidTransition, NotFound) as exc:
-                raise Refused("illegal_transition", str(exc)) from None
+            await _committed(fut)
             return
-        row = await self.store.action(msg.action_id)
-        if row is None:
-            raise Refused("unknown_action", "no such action in this session")
-        self._own(sess, row.session_id, row.digest, msg.digest, "report")
+        row = await self._stored(sess, msg.action_id, msg.digest, "report")
         if row.state in ("succeeded", "failed"):
             return  # a re-sent report after a reconnect
-        try:
-            await self.store.action_finished(self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms())
-        except (InvalidTransition, NotFound) as exc:
-            raise Refused("illegal_transition", str(exc)) from None
+        await _committed(
+            self.store.action_finished(self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms())
+        )
         self._finished(sess, _row_to_info(row, sess), msg)
 
     @staticmethod
