@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final, TypeVar
 
-from towerctl.store import ops
+from towerctl.store import ops, ops_admin
 from towerctl.store.models import (
     DECISION_VERDICTS,
     ActionRow,
@@ -163,24 +163,24 @@ class StoreWrites:
 
     async def env_frozen(self, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(partial(ops.env_frozen, env=env, frozen=frozen, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops_admin.env_frozen, env=env, frozen=frozen, actor=actor, ts_ms=ts_ms))
 
     async def policy_saved(self, env: str, doc_json: dict[str, object], *, actor: str, ts_ms: int) -> int:
         """Returns the new version (1 for an environment's first policy)."""
         _ms(ts_ms)
         version: int = await self._write(
-            partial(ops.policy_saved, env=env, doc=doc_json, actor=actor, ts_ms=ts_ms)
+            partial(ops_admin.policy_saved, env=env, doc=doc_json, actor=actor, ts_ms=ts_ms)
         )
         return version
 
     async def token_added(self, row: TokenRow, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(partial(ops.token_added, row=row, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops_admin.token_added, row=row, actor=actor, ts_ms=ts_ms))
 
     async def token_revoked(self, token_id: str, *, actor: str, ts_ms: int) -> None:
         """Revoking an already revoked token changes nothing and records nothing."""
         _ms(ts_ms)
-        await self._write(partial(ops.token_revoked, token_id=token_id, actor=actor, ts_ms=ts_ms))
+        await self._write(partial(ops_admin.token_revoked, token_id=token_id, actor=actor, ts_ms=ts_ms))
 
     async def audit_note(
         self,
