@@ -26,7 +26,7 @@ import pytest
 
 from agent_shim.protocol import ActionEvent
 from towerctl import config
-from towerctl.integrations import gate_wrapper
+from towerctl.integrations import gate_install, gate_wrapper
 from towerctl.integrations.gate_wrapper import install
 from towerctl.localshim import daemon as shimd
 from towerctl.localshim import fastclient
@@ -445,7 +445,7 @@ def test_mirrors_agree_with_the_package() -> None:
         assert fastclient.quote(s) == shlex.quote(s)
     assert fastclient.join(["kubectl", "get", "a b", ""]) == shlex.join(["kubectl", "get", "a b", ""])
     for name in ["kubectl", "kubectl-argo-rollouts", "a.b+c", "", "-x", "../k", "k\n", "x" * 129, "é"]:
-        assert fastclient.plain_tool_name(name) == bool(gate_wrapper._TOOL_NAME.fullmatch(name)), name
+        assert fastclient.plain_tool_name(name) == bool(gate_install._TOOL_NAME.fullmatch(name)), name
     value = {"a": [1, 2.5, True, False, None, 'é\n"x"'], "b": {"c": ""}}
     assert json.loads(fastclient.dumps(value)) == value
     assert fastclient.loads(json.dumps(value)) == value
