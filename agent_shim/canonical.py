@@ -16,27 +16,41 @@ from typing import Any, Final
 ACTION_DIGEST_TAG: Final = b"towerctl/action/v1\x00"
 
 
+_MAX_DEPTH: Final = 64
+#: One encoder for every call: json.dumps builds a new one each time it is given options.
+_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 class CanonicalError(ValueError):
     """The value cannot be encoded canonically (a float, a non-string key...)."""
 
 
 def _check(value: Any, depth: int = 0) -> None:
-    # Exact-type tests first: this runs over every audit record on the hub's
-    # write path, and isinstance against the Mapping ABC is slow.
-    if depth > 64:
-        raise CanonicalError("value nested deeper than 64 levels")
+    # Exact-type tests first, and scalar members checked in the loop rather
+    # than by a call each: this runs over every audit record on the hub's write
+    # path, and isinstance against the Mapping ABC is slow.
+    if depth > _MAX_DEPTH:
+        raise CanonicalError(f"value nested deeper than {_MAX_DEPTH} levels")
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
-        return
     if t is dict:
+        if depth == _MAX_DEPTH and value:
+            raise CanonicalError(f"value nested deeper than {_MAX_DEPTH} levels")
         for k, v in value.items():
             if type(k) is not str:
                 raise CanonicalError(f"object key {k!r} is not a string")
-            _check(v, depth + 1)
+            tv = type(v)
+            if not (tv is str or tv is int or tv is bool or v is None):
+                _check(v, depth + 1)
         return
     if t is list or t is tuple:
+        if depth == _MAX_DEPTH and value:
+            raise CanonicalError(f"value nested deeper than {_MAX_DEPTH} levels")
         for v in value:
-            _check(v, depth + 1)
+            tv = type(v)
+            if not (tv is str or tv is int or tv is bool or v is None):
+                _check(v, depth + 1)
+        return
+    if t is str or t is int or t is bool or value is None:
         return
     if isinstance(value, float):
         raise CanonicalError("floats are not allowed in canonical JSON")
@@ -58,9 +72,7 @@ def _check(value: Any, depth: int = 0) -> None:
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
     _check(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def tagged_digest(tag: bytes, value: Any) -> str:
