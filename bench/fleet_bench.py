@@ -893,6 +893,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.profile = False
+    if args.profile and shutil.which("py-spy") is None:
+        log("py-spy is not on PATH (pip install py-spy): running without the profile")
+        args.profile = False
     asyncio.run(amain(args))
 
 
