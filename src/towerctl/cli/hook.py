@@ -107,63 +107,48 @@ def hook() -> None:
     """
 
 
-@hook.command(name="claude-code")
-@_options("claude-code")
-def claude_code_cmd(
-    post: bool,
-    timeout: float,
-    connect_timeout: float,
-    env: str | None,
-    url: str | None,
-    token: str | None,
-    agent: str,
-    all_tools: bool,
-) -> None:
+def _hook_command(name: str, flavor_name: str, doc: str, *, always_post: bool = False) -> None:
+    """One ``towerctl hook NAME`` command: the three share their options and _run."""
+
+    @hook.command(name=name, help=doc)
+    @_options(flavor_name)
+    def command(
+        post: bool,
+        timeout: float,
+        connect_timeout: float,
+        env: str | None,
+        url: str | None,
+        token: str | None,
+        agent: str,
+        all_tools: bool,
+    ) -> None:
+        from towerctl.integrations import hooks
+
+        flavor = hooks.claude_code() if flavor_name == "claude-code" else hooks.codex()
+        _run(flavor, post or always_post, timeout, connect_timeout, env, url, token, agent, all_tools)
+
+
+_hook_command(
+    "claude-code",
+    "claude-code",
     """Claude Code PreToolUse/PostToolUse hook: hook JSON on stdin, decision on stdout.
 
     Allowed or denied: exit 0 with hookSpecificOutput.permissionDecision.
     Anything that goes wrong (tower down, bad input, deadline): exit 2, which
     blocks the tool call.
-    """
-    from towerctl.integrations.hooks import claude_code
-
-    _run(claude_code(), post, timeout, connect_timeout, env, url, token, agent, all_tools)
-
-
-@hook.command(name="claude-code-post")
-@_options("claude-code")
-def claude_code_post_cmd(
-    post: bool,
-    timeout: float,
-    connect_timeout: float,
-    env: str | None,
-    url: str | None,
-    token: str | None,
-    agent: str,
-    all_tools: bool,
-) -> None:
-    """Claude Code PostToolUse hook (same as ``claude-code --post``)."""
-    from towerctl.integrations.hooks import claude_code
-
-    _run(claude_code(), True, timeout, connect_timeout, env, url, token, agent, all_tools)
-
-
-@hook.command(name="codex")
-@_options("codex")
-def codex_cmd(
-    post: bool,
-    timeout: float,
-    connect_timeout: float,
-    env: str | None,
-    url: str | None,
-    token: str | None,
-    agent: str,
-    all_tools: bool,
-) -> None:
-    """Codex CLI PreToolUse/PostToolUse hook (Claude Code's format; Bash, apply_patch, MCP)."""
-    from towerctl.integrations.hooks import codex
-
-    _run(codex(), post, timeout, connect_timeout, env, url, token, agent, all_tools)
+    """,
+)
+_hook_command(
+    "claude-code-post",
+    "claude-code",
+    "Claude Code PostToolUse hook (same as ``claude-code --post``).",
+    always_post=True,
+)
+_hook_command(
+    "codex",
+    "codex",
+    "Codex CLI PreToolUse/PostToolUse hook (Claude Code's format; Bash, apply_patch, MCP).",
+)
 
 
 @hook.command(name="install")
