@@ -30,7 +30,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_raw import CONNECT_CONCURRENCY, READS, Meter, Templates, cpu_s, lat_summary, raise_nofile
+from load_raw import (
+    CONNECT_CONCURRENCY,
+    READS,
+    Meter,
+    Templates,
+    lat_summary,
+    measure_windows,
+    raise_nofile,
+)
 
 from agent_shim.policy import policy_for
 from agent_shim.protocol import MAX_MESSAGE_BYTES
@@ -127,16 +135,7 @@ async def run_client(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         payload = tpl.propose(READS[0], uuid.uuid4().hex, time.time_ns() // 1_000_000)[0]
         tasks = [asyncio.create_task(client_loop(ws, payload, meter, stop, 1_000_000)) for ws in conns]
-        await asyncio.sleep(args.warmup_s)
-        meter.open_windows(args.windows)
-        c0 = cpu_s()
-        print(json.dumps({"event": "measuring"}), flush=True)
-        for w in range(args.windows):
-            meter.window = w
-            await asyncio.sleep(args.window_s)
-        meter.window = -1
-        client_cpu = (cpu_s() - c0) / (args.windows * args.window_s)
-        print(json.dumps({"event": "measured"}), flush=True)
+        client_cpu = await measure_windows(meter, args.warmup_s, args.windows, args.window_s)
         stop.set()
         await asyncio.wait(tasks, timeout=30)
         for t in tasks:

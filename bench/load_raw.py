@@ -274,6 +274,23 @@ async def agent_loop(
                 await asyncio.sleep(delay)
 
 
+async def measure_windows(meter: Meter, warmup_s: float, windows: int, window_s: float) -> float:
+    """Warm up, then count into ``windows`` windows of ``window_s``, announcing
+    ``measuring``/``measured`` on stdout (the orchestrator samples the server's
+    CPU between them). Returns this process's CPU use in those windows (cores)."""
+    await asyncio.sleep(warmup_s)
+    meter.open_windows(windows)
+    c0 = cpu_s()
+    print(json.dumps({"event": "measuring"}), flush=True)
+    for w in range(windows):
+        meter.window = w
+        await asyncio.sleep(window_s)
+    meter.window = -1
+    client_cpu = (cpu_s() - c0) / (windows * window_s)
+    print(json.dumps({"event": "measured"}), flush=True)
+    return client_cpu
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("url")
@@ -327,16 +344,7 @@ async def main() -> None:
             )
             for ws in conns
         ]
-        await asyncio.sleep(args.warmup_s)
-        meter.open_windows(args.windows)
-        c0 = cpu_s()
-        print(json.dumps({"event": "measuring"}), flush=True)
-        for w in range(args.windows):
-            meter.window = w
-            await asyncio.sleep(args.window_s)
-        meter.window = -1
-        client_cpu = (cpu_s() - c0) / (args.windows * args.window_s)
-        print(json.dumps({"event": "measured"}), flush=True)
+        client_cpu = await measure_windows(meter, args.warmup_s, args.windows, args.window_s)
         stop.set()
         await asyncio.wait(tasks, timeout=30)
     for t in tasks:
