@@ -11,18 +11,9 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-State = Literal[
-    "proposed",
-    "allowed",
-    "denied",
-    "pending",
-    "approved",
-    "expired",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-]
+from agent_shim.types import ActionState
+
+State = Literal["proposed", ActionState]
 
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "proposed": frozenset({"allowed", "denied", "pending"}),

@@ -25,7 +25,7 @@ from agent_shim.protocol_fields import (
     Pid,
     Text,
 )
-from agent_shim.types import Risk, Verdict
+from agent_shim.types import ActionState, Risk, Verdict
 
 # --------------------------------------------------------------------------
 # operator -> hub
@@ -86,17 +86,6 @@ OperatorMessage = Annotated[
 # hub -> operator
 
 SessionStatus = Literal["active", "paused", "killed", "disconnected", "ended"]
-ActionState = Literal[
-    "allowed",
-    "denied",
-    "pending",
-    "approved",
-    "expired",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-]
 
 
 class SessionInfo(BaseModel):

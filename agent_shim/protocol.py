@@ -39,7 +39,6 @@ from agent_shim.agent_messages import (
 from agent_shim.operator_messages import (
     ActionEvent,
     ActionInfo,
-    ActionState,
     Alert,
     Decide,
     Freeze,
@@ -78,6 +77,7 @@ from agent_shim.protocol_fields import (
     Signature,
     Text,
 )
+from agent_shim.types import ActionState
 from agent_shim.wire import ProtocolError, decode, encode
 
 __all__ = [

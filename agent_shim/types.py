@@ -12,6 +12,19 @@ from typing import Final, Literal, get_args
 Kind = Literal["shell", "sql", "k8s", "cloud", "file", "http", "tool"]
 Risk = Literal["read", "write", "destructive"]
 Verdict = Literal["allow", "ask", "deny"]
+#: Where an action is once proposed (the lifecycle adds "proposed" before these;
+#: the store, the hub and operators all use this one list).
+ActionState = Literal[
+    "allowed",
+    "denied",
+    "pending",
+    "approved",
+    "expired",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+]
 
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 RISKS: Final[tuple[Risk, ...]] = get_args(Risk)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, get_args
 
+from agent_shim.types import ActionState
 from towerctl.audit.chain import AuditRow, CheckpointRow
 
 __all__ = [
@@ -31,19 +32,7 @@ __all__ = [
     "TokenRow",
 ]
 
-ACTION_STATES: Final = frozenset(
-    {
-        "allowed",
-        "denied",
-        "pending",
-        "approved",
-        "expired",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-    }
-)
+ACTION_STATES: Final = frozenset(get_args(ActionState))
 DECISION_VERDICTS: Final = frozenset({"approved", "denied", "expired"})
 
 
