@@ -99,19 +99,22 @@ class ConnectionLoops:
         if fatal:
             await conn.close(1008, message[:120])
 
-    async def _agent(self, conn: ServerConnection, principal: Principal) -> None:
-        assert self.service is not None
+    async def _first_message(self, conn: ServerConnection, adapter: TypeAdapter[_T]) -> _T | None:
+        """The hello (or whatever came first), within the hello timeout; None after
+        rejecting a peer that sent nothing in time or nothing decodable."""
+        wait = self.config.hello_timeout_s
         try:
-            first = _decode_frame(
-                AgentMessageAdapter, await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
-            )
+            return _decode_frame(adapter, await asyncio.wait_for(conn.recv(), wait))
         except TimeoutError:
-            await self._reject(
-                conn, "timeout", f"no hello within {self.config.hello_timeout_s:g}s", fatal=True
-            )
-            return
+            await self._reject(conn, "timeout", f"no hello within {wait:g}s", fatal=True)
         except ProtocolError as exc:
             await self._reject(conn, exc.code, exc.message, fatal=True)
+        return None
+
+    async def _agent(self, conn: ServerConnection, principal: Principal) -> None:
+        assert self.service is not None
+        first = await self._first_message(conn, AgentMessageAdapter)
+        if first is None:
             return
         if not isinstance(first, AgentHello):
             await self._reject(
@@ -178,17 +181,8 @@ class ConnectionLoops:
     async def _operator(self, conn: ServerConnection, principal: Principal) -> None:
         assert self.service is not None
         svc = self.service
-        try:
-            first = _decode_frame(
-                OperatorMessageAdapter, await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
-            )
-        except TimeoutError:
-            await self._reject(
-                conn, "timeout", f"no hello within {self.config.hello_timeout_s:g}s", fatal=True
-            )
-            return
-        except ProtocolError as exc:
-            await self._reject(conn, exc.code, exc.message, fatal=True)
+        first = await self._first_message(conn, OperatorMessageAdapter)
+        if first is None:
             return
         if not isinstance(first, OperatorHello) or first.protocol != PROTOCOL_VERSION:
             await self._reject(
