@@ -201,14 +201,18 @@ class Writer:
         if self._stopped:
             return
         self._stopped = True
-        loop = asyncio.get_running_loop()
         try:
             if self._task is not None:
                 self._queue.put_nowait(None)
                 await asyncio.shield(self._task)
         finally:
-            await loop.run_in_executor(self._executor, self._close_conn)
-            self._executor.shutdown(wait=True)
+            await self._release()
+
+    async def _release(self) -> None:
+        """Close the connection once the queue is drained (the process writer
+        ends its child instead)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
 
     # --------------------------------------------------------------- writes
 

@@ -179,18 +179,9 @@ class ProcessWriter(Writer):
         self._accepting = True
         self._task = loop.create_task(self._run(), name="towerctl-store-writer")
 
-    async def stop(self) -> None:
-        self._accepting = False
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            if self._task is not None:
-                self._queue.put_nowait(None)
-                await asyncio.shield(self._task)
-        finally:
-            await self._reap(kill=False)
-            self._executor.shutdown(wait=False)
+    async def _release(self) -> None:
+        await self._reap(kill=False)
+        self._executor.shutdown(wait=False)
 
     async def _reap(self, *, kill: bool) -> None:
         if self._tx_stream is not None:
