@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, Field
@@ -64,8 +65,13 @@ class Action(BaseModel):
         ``tagged_digest(ACTION_DIGEST_TAG, model_dump())``. Not cached on the
         instance: a ``model_copy(update=...)`` would carry a stale digest.
         """
-        body = _ACTION_JSON.encode(self.model_dump(mode="json")).encode("utf-8")
-        return hashlib.sha256(ACTION_DIGEST_TAG + body).hexdigest()
+        return body_digest(self.model_dump(mode="json"))
+
+
+def body_digest(body: Mapping[str, object]) -> str:
+    """:meth:`Action.digest` of the action whose ``model_dump(mode="json")`` is
+    ``body``: for a caller that needs the dump anyway (the hub stores it)."""
+    return hashlib.sha256(ACTION_DIGEST_TAG + _ACTION_JSON.encode(body).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_shim.agent_messages import body_digest
 from agent_shim.canonical import ACTION_DIGEST_TAG, tagged_digest
 from agent_shim.protocol import Action
 
@@ -44,5 +45,6 @@ def test_fast_digest_equals_the_canonical_one(
         declared_risk=declared,  # type: ignore[arg-type]
     )
     assert a.digest() == tagged_digest(ACTION_DIGEST_TAG, a.model_dump(mode="json"))
+    assert body_digest(a.model_dump(mode="json")) == a.digest()
     # Any change to any field changes the digest.
     assert a.model_copy(update={"command": command + " "}).digest() != a.digest()

@@ -14,6 +14,7 @@ import uuid
 
 from websockets.asyncio.server import ServerConnection
 
+from agent_shim.agent_messages import body_digest
 from agent_shim.gate import judge
 from agent_shim.policy import RateWindow
 from agent_shim.protocol import (
@@ -135,7 +136,8 @@ class AgentSide(ServiceBase):
 
     async def propose(self, sess: LiveSession, msg: Propose) -> None:
         action = msg.action
-        digest = action.digest()
+        body = action.model_dump(mode="json")
+        digest = body_digest(body)  # one dump for the digest and the stored row
         if digest != msg.digest:
             raise Refused("digest_mismatch", "digest does not match the action")
         known = self.reg.live.get(action.action_id)
@@ -180,7 +182,7 @@ class AgentSide(ServiceBase):
             policy_verdict=verdict,
             rule=rule.model_dump(mode="json") if rule is not None else None,
             state=state,
-            body=action.model_dump(mode="json"),
+            body=body,
             created_at=ts,
             updated_at=ts,
             expires_at=expires_at,
