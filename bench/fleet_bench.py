@@ -51,7 +51,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import ServedHub, start_hub  # noqa: E402
+from harness import ServedHub, pct, start_hub  # noqa: E402
 
 from agent_shim.protocol import ActionEvent  # noqa: E402
 from towerctl.operator import OperatorClient  # noqa: E402
@@ -115,13 +115,6 @@ def spread(values: list[float], nd: int = 1) -> dict[str, float]:
 
 def fmt(s: dict[str, float], unit: str = "") -> str:
     return f"{s['median']:g}{unit} ({s['min']:g}-{s['max']:g})"
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def machine() -> dict[str, Any]:

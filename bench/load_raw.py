@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import pct
 from websockets.asyncio.client import ClientConnection, connect
 
 from agent_shim.canonical import ACTION_DIGEST_TAG, tagged_digest
@@ -74,14 +75,6 @@ def raise_nofile() -> tuple[int, int]:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def lat_summary(values_ms: list[float]) -> dict[str, float]:
