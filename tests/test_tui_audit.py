@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import towerctl.tui.app as tui_app
+import towerctl.tui.audit_watch as audit_watch
 from agent_shim import Action, ActionDenied, Shim, new_action_id
 from towerctl.tokens import create_token
 from towerctl.tui.app import TowerApp
@@ -77,15 +77,15 @@ async def test_the_header_audit_count_follows_the_log_on_every_view(
     tower: Tower, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     readers: list[str] = []
-    real_count = tui_app.read_audit_count
+    real_count = audit_watch.read_audit_count
 
     def counting(db_path: Path) -> int | None:
         readers.append(threading.current_thread().name)
         return real_count(db_path)
 
-    monkeypatch.setattr(tui_app, "read_audit_count", counting)
+    monkeypatch.setattr(audit_watch, "read_audit_count", counting)
     # Records that no hub event announces are found by the poll; short here, seconds in real life.
-    monkeypatch.setattr(tui_app, "AUDIT_POLL_S", 0.2)
+    monkeypatch.setattr(audit_watch, "AUDIT_POLL_S", 0.2)
     app = TowerApp(tower.url, tower.tokens["admin"], db_path=tower.db, key_path=tower.key)
     async with app.run_test(size=SIZE), Shim(
         tower.url, tower.tokens["agent"], agent="reader", env="dev"

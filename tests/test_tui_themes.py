@@ -143,33 +143,71 @@ def test_contrast_ratio_matches_the_wcag_reference_values() -> None:
     assert contrast_ratio("#FFFFFF", "#FFFFFF") == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", SHIPPED_THEMES)
-def test_every_status_colour_meets_wcag_aa_on_the_theme_background(name: str) -> None:
-    """Each status is drawn in its colour on the page ($background) and in the
-    tables ($surface); each must be readable on both: WCAG AA, 4.5:1 for text.
-
-    Colours are taken where the console takes them: the theme's generated CSS
-    variables, through the same Palette the views use. The header's link state
-    (connected, connecting, refused) uses the same roles.
-    """
+def _generated(name: str) -> tuple[dict[str, str], Palette]:
+    """A shipped theme's CSS variables and the Palette the views build from them."""
     themes, _errors = load_themes([REPO_THEMES_DIR])
     variables = themes[name].to_color_system().generate()
-    palette = Palette(variables)
-    grounds = {"background": variables["background"], "surface": variables["surface"]}
-    link = {
-        "link connected": palette.success,
-        "link reconnecting": palette.warning,
-        "link refused": palette.error,
-    }
-    colours: dict[str, str] = {}
-    for status in get_args(SessionStatus):
-        colour = palette.status(status).color
-        assert colour is not None, f"{name}: status {status} has no colour"
-        colours[status] = colour.get_truecolor().hex
+    return variables, Palette(variables)
+
+
+def _below_aa(colours: dict[str, str], grounds: dict[str, str]) -> list[str]:
     failures = []
-    for what, fg in [*colours.items(), *link.items()]:
+    for what, fg in colours.items():
         for ground, bg in grounds.items():
             ratio = contrast_ratio(fg, bg)
             if ratio < 4.5:
                 failures.append(f"{what} {fg} on {ground} {bg}: {ratio:.2f}:1")
+    return failures
+
+
+@pytest.mark.parametrize("name", SHIPPED_THEMES)
+def test_every_status_colour_meets_wcag_aa_on_the_surfaces_it_is_drawn_on(name: str) -> None:
+    """Each status is drawn in its colour on the page ($background), in the
+    tables ($surface) and in the header ($panel, which also carries the table
+    headings); each must be readable on all three: WCAG AA, 4.5:1 for text.
+
+    Colours are taken where the console takes them: the theme's generated CSS
+    variables, through the same Palette the views use. The header's link state
+    (connected, connecting, refused, offline) uses the same roles, and so do
+    its pending count and audit verdict.
+    """
+    variables, palette = _generated(name)
+    grounds = {key: variables[key] for key in ("background", "surface", "panel")}
+    colours = {
+        "link connected": palette.success,
+        "link reconnecting": palette.warning,
+        "link refused": palette.error,
+        "link offline": palette.muted,
+    }
+    for status in get_args(SessionStatus):
+        colour = palette.status(status).color
+        assert colour is not None, f"{name}: status {status} has no colour"
+        colours[status] = colour.get_truecolor().hex
+    failures = _below_aa(colours, grounds)
+    assert not failures, f"{name}: below WCAG AA (4.5:1): " + "; ".join(failures)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            theme,
+            marks=pytest.mark.xfail(
+                strict=True, reason="tower-light's error and warning are ~3.9:1 on its own red tint"
+            ),
+        )
+        if theme == "tower-light"
+        else theme
+        for theme in SHIPPED_THEMES
+    ],
+)
+def test_production_approval_banner_meets_wcag_aa(name: str) -> None:
+    """A production approval's top line is tinted red (``$error 25%`` over the
+    page, see tower.tcss) and carries the PROD marker in $error and the
+    "waiting" line in $warning: red on red must still be readable.
+    """
+    variables, palette = _generated(name)
+    tint = Color.parse(variables["background"]).blend(Color.parse(palette.error), 0.25).hex
+    colours = {"PROD marker": palette.error, "waiting": palette.warning}
+    failures = _below_aa(colours, {"prod tint": tint})
     assert not failures, f"{name}: below WCAG AA (4.5:1): " + "; ".join(failures)

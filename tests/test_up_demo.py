@@ -32,6 +32,9 @@ import pytest
 from click.testing import CliRunner
 
 import towerctl.demo
+import towerctl.demo_episodes
+import towerctl.demo_nonprod_agents
+import towerctl.demo_prod_agents
 import towerctl.demo_script
 from agent_shim import Action, Shim
 from agent_shim.gate import judge
@@ -123,6 +126,9 @@ def test_the_demo_cannot_execute_anything() -> None:
         "agent_shim.policy",
         "agent_shim.types",
         "towerctl.demo_script",
+        "towerctl.demo_episodes",
+        "towerctl.demo_prod_agents",
+        "towerctl.demo_nonprod_agents",
     }
     forbidden_names = {
         "subprocess",
@@ -141,7 +147,14 @@ def test_the_demo_cannot_execute_anything() -> None:
         "__import__",
         "import_module",
     }
-    for module in (towerctl.demo, towerctl.demo_script):
+    demo_modules = (
+        towerctl.demo,
+        towerctl.demo_script,
+        towerctl.demo_episodes,
+        towerctl.demo_prod_agents,
+        towerctl.demo_nonprod_agents,
+    )
+    for module in demo_modules:
         assert module.__file__ is not None
         tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
         for node in ast.walk(tree):

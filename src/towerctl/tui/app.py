@@ -14,13 +14,16 @@ leaves the rest for a follow-up that queues behind any keys pressed meanwhile,
 views rewrite only the rows on screen, and garbage collections are kept short
 (:class:`~towerctl.tui.quiet_gc.QuietGC`). ``bench/tui_bench.py`` measures it.
 
+Requests to the hub go out through :class:`~towerctl.tui.hub_requests.RequestSender`
+and the audit log is followed by :class:`~towerctl.tui.audit_watch.AuditWatch`;
+this module wires them to the state and the views.
+
 For tests and screenshots the app also runs from a fixed
 :class:`~agent_shim.protocol.Snapshot` with a fixed clock and no hub.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import ClassVar, Final
 
@@ -29,25 +32,14 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
-from textual.timer import Timer
 
 from agent_shim.protocol import PROTOCOL_VERSION, HubToOperator, OperatorWelcome, Snapshot
-from towerctl.operator import OperatorError
-from towerctl.tui.audit_reader import AuditReading, read_audit, read_audit_count
+from towerctl.tui.audit_watch import AuditWatch, writes_audit
 from towerctl.tui.commands import TowerCommands
 from towerctl.tui.hub_link import ClientFactory, HubLink, default_client_factory
+from towerctl.tui.hub_requests import RequestSender
 from towerctl.tui.inbox import Inbox
-from towerctl.tui.messages import (
-    ActionDecided,
-    ApprovalOpened,
-    Decision,
-    FreezeOp,
-    PolicyOp,
-    Request,
-    RequestFinished,
-    SessionOp,
-    StateUpdated,
-)
+from towerctl.tui.messages import ActionDecided, ApprovalOpened, Request, StateUpdated
 from towerctl.tui.quiet_gc import QuietGC
 from towerctl.tui.render import Clock, Palette, SystemClock, agent_text, is_production
 from towerctl.tui.screens.approval import ApprovalScreen
@@ -69,42 +61,12 @@ FLUSH_INTERVAL_S: Final = 1 / 10
 #: At most this much of a flush goes into folding events into the state; the
 #: rest waits for a follow-up flush queued behind any key pressed meanwhile.
 APPLY_BUDGET_S: Final = 0.008
-#: The audit log is re-read (and its whole chain re-verified) at most this often,
-#: and at most once per ``AUDIT_VERIFY_DUTY`` x the last verification's own
-#: duration: a long log is verified less often, so that its verification,
-#: which competes with the UI for the interpreter, stays a small share of it.
-AUDIT_MIN_INTERVAL_S: Final = 2.0
-AUDIT_VERIFY_DUTY: Final = 10
-#: The header's record count is re-read (one indexed lookup, in a worker)
-#: whenever hub events say something happened, at most this often...
-AUDIT_COUNT_MIN_INTERVAL_S: Final = 0.5
-#: ...and this often regardless, for records no hub event announces (tokens
-#: created or revoked from the CLI, checkpoints exported, another hub process).
-AUDIT_POLL_S = 5.0
 _VIEWS = Binding.Group("Views", compact=True)
 _ALERT_SEVERITY: Final[dict[str, SeverityLevel]] = {
     "info": "information",
     "warning": "warning",
     "critical": "error",
 }
-
-
-def _writes_audit(delta: Delta) -> bool:
-    """Whether the hub events behind ``delta`` imply new audit records.
-
-    Sessions starting or changing status, actions, policies and freezes are
-    all audited by the hub; the connection, identity and the audit state
-    itself are not.
-    """
-    return bool(
-        delta.full
-        or delta.sessions
-        or delta.removed_sessions
-        or delta.actions
-        or delta.policies
-        or delta.frozen
-        or delta.alerts
-    )
 
 
 class TowerApp(App[int]):
@@ -155,11 +117,6 @@ class TowerApp(App[int]):
         self._inbox = Inbox()
         self._more_queued = False
         self._offline = initial_snapshot is not None
-        self._audit_timer: Timer | None = None
-        self._audit_last = -AUDIT_MIN_INTERVAL_S
-        self._audit_interval = AUDIT_MIN_INTERVAL_S
-        self._count_timer: Timer | None = None
-        self._count_last = -AUDIT_COUNT_MIN_INTERVAL_S
         self._link = HubLink(
             url,
             token,
@@ -167,6 +124,8 @@ class TowerApp(App[int]):
             on_message=self.receive,
             on_status=self._link_status,
         )
+        self._requests = RequestSender(self, self._link, self.state, offline=self._offline)
+        self._audit = None if db_path is None else AuditWatch(self, self.state, db_path, key_path)
         themes, self.theme_errors = load_themes()
         for item in themes.values():
             self.register_theme(item)
@@ -193,9 +152,8 @@ class TowerApp(App[int]):
         self.set_interval(FLUSH_INTERVAL_S, self.flush, name="flush")
         if not self._offline:
             self._run_link()
-        if self.db_path is not None:
-            self.request_audit_refresh()
-            self.set_interval(AUDIT_POLL_S, self.request_audit_count, name="audit-poll")
+        if self._audit is not None:
+            self._audit.start()
 
     def on_unmount(self) -> None:
         QuietGC.release()
@@ -246,7 +204,7 @@ class TowerApp(App[int]):
         delta = self.state.take_delta()
         if not delta:
             return
-        if self.db_path is not None and _writes_audit(delta):
+        if self.db_path is not None and writes_audit(delta):
             self.request_audit_count()
         generation = self.state.generation
         visible = visible_screens(self.screen_stack)
@@ -299,45 +257,7 @@ class TowerApp(App[int]):
         Called directly by the view (no message hops), so a decision leaves on
         the next turn of the event loop after its key.
         """
-        self.run_worker(self._send(request), group="requests", exit_on_error=False)
-
-    async def _send(self, request: Request) -> None:
-        client = self._link.client
-        ok, message = False, ""
-        try:
-            if self._offline:
-                raise OperatorError("offline: this console shows a snapshot, not a live hub")
-            if client is None or not self._link.connected:
-                raise OperatorError("not connected to the hub")
-            if isinstance(request, Decision):
-                await client.decide(request.action_id, request.approve, request.reason, digest=request.digest)
-            elif isinstance(request, SessionOp):
-                await client.control(request.session_id, request.op, request.reason)
-            elif isinstance(request, FreezeOp):
-                await client.freeze(request.env, request.frozen, request.reason)
-            elif isinstance(request, PolicyOp):
-                await client.set_policy(request.env, request.policy)
-            ok = True
-        except OperatorError as exc:
-            message = str(exc)
-        except (TimeoutError, OSError) as exc:
-            message = f"connection problem: {exc}"
-        if request.origin is not None:
-            request.origin.post_message(RequestFinished(request, ok, message))
-        what = self._describe(request)
-        if ok and isinstance(request, SessionOp | FreezeOp):
-            self.notify(f"{what}: done", timeout=3, markup=False)
-        if not ok:
-            self.notify(f"{what} failed: {message}", severity="error", markup=False)
-
-    def _describe(self, request: Request) -> str:
-        """The request in the operator's terms: agent names rather than session ids."""
-        if isinstance(request, SessionOp):
-            session = self.state.sessions.get(request.session_id)
-            if session is not None:
-                agent = agent_text(session.agent, limit=40).plain
-                return f"{request.op} {agent} ({session.env}, {request.session_id})"
-        return request.describe()
+        self._requests.send(request)
 
     @on(ApprovalOpened)
     def _open_approval(self, event: ApprovalOpened) -> None:
@@ -357,60 +277,14 @@ class TowerApp(App[int]):
     # ------------------------------------------------------------ audit log
 
     def request_audit_refresh(self) -> None:
-        """Re-read and re-verify the audit log soon, throttled (see AUDIT_MIN_INTERVAL_S)."""
-        if self.db_path is None or self._audit_timer is not None:
-            return
-        wait = self._audit_last + self._audit_interval - time.monotonic()
-        if wait <= 0:
-            self._start_audit_read()
-        else:
-            self._audit_timer = self.set_timer(wait, self._start_audit_read)
-
-    def _start_audit_read(self) -> None:
-        self._audit_timer = None
-        self._audit_last = time.monotonic()
-        if self.db_path is not None:
-            self._read_audit(self.db_path, self.key_path)
-
-    @work(thread=True, exclusive=True, group="audit", exit_on_error=False)
-    def _read_audit(self, db_path: Path, key_path: Path | None) -> None:
-        started = time.monotonic()
-        reading = read_audit(db_path, key_path)
-        self.call_from_thread(self._audit_read, reading, time.monotonic() - started)
-
-    def _audit_read(self, reading: AuditReading, took_s: float) -> None:
-        self._audit_interval = max(AUDIT_MIN_INTERVAL_S, AUDIT_VERIFY_DUTY * took_s)
-        self.state.set_audit(reading.ok, reading.line, reading.short, reading.records, reading.verified)
-        if self.state.audit_unverified():
-            self.request_audit_refresh()  # written while it was being verified
+        """Re-read and re-verify the audit log soon, throttled (see :class:`AuditWatch`)."""
+        if self._audit is not None:
+            self._audit.request_refresh()
 
     def request_audit_count(self) -> None:
-        """Re-count the audit log's records soon, at most every AUDIT_COUNT_MIN_INTERVAL_S."""
-        if self.db_path is None or self._count_timer is not None:
-            return
-        wait = self._count_last + AUDIT_COUNT_MIN_INTERVAL_S - time.monotonic()
-        if wait <= 0:
-            self._start_audit_count()
-        else:
-            self._count_timer = self.set_timer(wait, self._start_audit_count)
-
-    def _start_audit_count(self) -> None:
-        self._count_timer = None
-        self._count_last = time.monotonic()
-        if self.db_path is not None:
-            self._count_audit(self.db_path)
-
-    @work(thread=True, exclusive=True, group="audit-count", exit_on_error=False)
-    def _count_audit(self, db_path: Path) -> None:
-        count = read_audit_count(db_path)
-        self.call_from_thread(self._audit_counted, count)
-
-    def _audit_counted(self, count: int | None) -> None:
-        self.state.set_audit_count(count)
-        if self.state.audit_unverified():
-            # The header shows the count at once and "intact" only for what was
-            # verified; the verification catches up, throttled by its own cost.
-            self.request_audit_refresh()
+        """Re-count the audit log's records soon, throttled (see :class:`AuditWatch`)."""
+        if self._audit is not None:
+            self._audit.request_count()
 
     # ------------------------------------------------------------ actions
 

@@ -138,8 +138,11 @@ class Palette:
             fg = Color.parse(variables.get("foreground", ""))
             bg = Color.parse(variables.get("background", ""))
             grounds = [bg]
-            if self.surface != "default":
-                grounds.append(Color.parse(self.surface))
+            # Muted text is also drawn on the tables ($surface) and in the header
+            # ($panel: the "offline" link state, labels), so it must stay readable there too.
+            for ground in (self.surface, pick("panel", "default")):
+                if ground != "default":
+                    grounds.append(Color.parse(ground))
             self.muted = muted_colour(fg, grounds).hex
         except TextualColorParseError:
             self.muted = "grey50"
