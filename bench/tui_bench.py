@@ -5,11 +5,18 @@
                               [--size 120x40] [--burn 0]
 
 A real hub (`towerctl serve`, own process), a load process of real shims
-(`load_agents.py`, own process) producing at least the asked number of
-operator events per second, and the real TowerApp headless (`run_test`, this
-process) attached as an admin. ``--askers`` extra prod agents each ask for
-approval again ``--ask-every`` seconds after their previous decision (so an
-approval is usually waiting); the bench acts as the operator:
+(`load_agents.py`, own process), and the real TowerApp headless (`run_test`,
+this process) attached as an admin. The load is paced in hub events, not
+actions: how many events the hub sends per action depends on the hub (it
+coalesces session updates), so before the measurement the bench sets the load's
+actions/s, counts the events that actually arrive at the console, and corrects
+(``calibrate``), and during it re-checks every few seconds (``Pacer.hold``).
+The events/s received is reported against ``--events-per-s``; a run that
+received fewer (over the whole measurement) says SHORTFALL and exits with 1.
+
+``--askers`` extra prod agents each ask for approval again ``--ask-every``
+seconds after their previous decision (so an approval is usually waiting);
+the bench acts as the operator:
 it presses `a`, `enter` (open the oldest approval), waits ``--think-ms`` (the
 time to read the command), presses `y`, and measures
 
@@ -54,28 +61,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from textual import events
 
-from agent_shim.protocol import Decide
+from agent_shim.protocol import Decide, Result
 from bench.harness import machine_busy_s, proc_cpu_s, start_hub, summary, windowed
 from towerctl.tui.app import TowerApp
 from towerctl.tui.hub_link import ConsoleClient
 from towerctl.tui.screens.approval import ApprovalScreen
 from towerctl.tui.widgets.pending_queue import PendingQueue
 
-#: Operator events the hub sends per allowed action of a load agent (measured:
-#: the action's states and the session's current action/rate), so that the
-#: load offers at least --events-per-s.
-EVENTS_PER_ACTION = 4.75
+#: First guess of the operator events the hub sends per allowed action of a load agent
+#: (the action as allowed and as finished, plus the session's update, which the hub
+#: coalesces): only the starting pace; the calibration measures the real figure.
+EVENTS_PER_ACTION_GUESS = 3.0
+#: The pace aims this much above the target, so that the noise stays above it.
+AIM = 1.06
 
 
 class TimedClient(ConsoleClient):
     """The console's client; notes when a decision leaves and comes back, and counts events."""
 
+    #: Hub events received (as they arrive off the socket; replies to requests not counted).
     received = 0
     #: (sent, answered) futures for the next decision, resolved with perf_counter() stamps.
     waiter: tuple[asyncio.Future[float], asyncio.Future[float]] | None = None
 
     def _apply(self, msg: Any) -> None:
-        TimedClient.received += 1
+        if not isinstance(msg, Result):
+            TimedClient.received += 1
         super()._apply(msg)
 
     async def _request(self, build: Any, **fields: object) -> Any:
@@ -113,6 +124,57 @@ async def until(cond: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+class Pacer:
+    """Sets the load's actions/s so that the console receives the target hub events/s."""
+
+    def __init__(self, load: asyncio.subprocess.Process, target: float, actions_per_s: float) -> None:
+        self.load, self.target, self.actions_per_s = load, target, actions_per_s
+        self.ceiling = actions_per_s * 6  # a console that cannot read faster is a finding, not a reason
+        #: (seconds since the bench started, actions/s asked, events/s received at that pace)
+        self.history: list[tuple[float, float, float]] = []
+        self.events_per_action = float("nan")
+        self.t_start = time.perf_counter()
+        self.running = True
+
+    async def measure(self, span: float) -> float:
+        n0, t = TimedClient.received, time.perf_counter()
+        await asyncio.sleep(span)
+        rate = (TimedClient.received - n0) / (time.perf_counter() - t)
+        self.events_per_action = rate / self.actions_per_s
+        self.history.append((round(t - self.t_start, 1), round(self.actions_per_s, 1), round(rate, 1)))
+        return rate
+
+    async def pace(self, actions_per_s: float) -> None:
+        self.actions_per_s = max(1.0, min(actions_per_s, self.ceiling))
+        assert self.load.stdin is not None
+        self.load.stdin.write(json.dumps({"actions_per_s": round(self.actions_per_s, 1)}).encode() + b"\n")
+        await self.load.stdin.drain()
+
+    async def calibrate(self, rounds: int = 5, settle: float = 1.5, span: float = 2.5) -> float:
+        """Until the events/s received is on target (or ``rounds`` are spent): measure, re-pace."""
+        rate = 0.0
+        for _ in range(rounds):
+            await asyncio.sleep(settle)  # each agent takes up a new pace at its next action
+            rate = await self.measure(span)
+            print(
+                f"calibrating: {self.actions_per_s:.0f} actions/s -> {rate:.0f} events/s "
+                f"({self.events_per_action:.2f} per action)",
+                file=sys.stderr,
+            )
+            if self.target <= rate <= self.target * AIM * 1.06:
+                break
+            await self.pace(self.target * AIM / max(self.events_per_action, 0.1))
+        return rate
+
+    async def hold(self, every: float = 3.0) -> None:
+        """During the measurement: nudge the pace back when the events/s received drifts off target."""
+        while self.running:
+            rate = await self.measure(every)
+            if self.running and not self.target * 1.01 <= rate <= self.target * AIM * 1.06:
+                step = min(1.2, max(0.85, (self.target * AIM / max(rate, 1.0)) ** 0.7))
+                await self.pace(self.actions_per_s * step)
+
+
 class Samplers:
     """Loop lag, backlog and event rate, sampled in the background while the bench runs."""
 
@@ -145,17 +207,29 @@ class Samplers:
                 last_n, last_t = TimedClient.received, now
 
 
+def load_env(home: Path) -> dict[str, str]:
+    """The load's environment: the hub's key pinned, as a deployment would (no first-use warnings)."""
+    env = dict(os.environ)
+    key = home / "hub-key.pub"
+    if key.exists():
+        env["TOWER_HUB_KEY"] = key.read_text().strip()
+    return env
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     hub = await start_hub()
-    actions_per_s = args.events_per_s / EVENTS_PER_ACTION
+    actions_per_s = args.events_per_s / EVENTS_PER_ACTION_GUESS
     load = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).with_name("load_agents.py")), hub.url, hub.token("agent"),
         "--sessions", str(args.sessions), "--actions-per-s", f"{actions_per_s:.1f}",
-        "--duration", str(args.duration + 60),
+        "--duration", str(args.duration + 120), "--control",
         "--askers", str(args.askers), "--ask-every", str(args.ask_every),
-        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=load_env(hub.home),
     )
+    pacer = Pacer(load, args.events_per_s, actions_per_s)
+    calibrated = 0.0
+    received = 0
     to_sent: list[tuple[float, float]] = []
     to_answer: list[tuple[float, float]] = []
     to_view: list[tuple[float, float]] = []
@@ -169,6 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         operator_client_factory=lambda url, token: TimedClient(url, token, client="towerctl-tui"),
     )
     cpu = wall = 0.0
+    hold: asyncio.Task[None] | None = None
     try:
         async with app.run_test(size=(width, height)) as pilot:
             deadline = time.monotonic() + 60
@@ -178,7 +253,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"fleet attached: {len(app.state.sessions)} sessions, link {app.state.link.status}",
                 file=sys.stderr,
             )
-            await pilot.pause(2.0)  # the first rows and the first events settle
+            await pilot.pause(1.0)  # the first rows and the first events settle
+            calibrated = await pacer.calibrate()
             # Other work on the machine, on demand: busy loops, one core's worth each.
             for _ in range(args.burn):
                 burners.append(await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass"))
@@ -187,8 +263,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pids = {"hub": hub.proc.pid, "load": load.pid}
             others0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
             busy0 = machine_busy_s()
+            received0 = TimedClient.received
             samplers = Samplers(app, t0)
             probes = [asyncio.create_task(probe()) for probe in (samplers.lag_probe, samplers.backlog_probe)]
+            hold = asyncio.create_task(pacer.hold())
             loop = asyncio.get_running_loop()
             queue = app.screen.query_one(PendingQueue)
             while time.perf_counter() - t0 < args.duration:
@@ -229,6 +307,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await until(lambda aid=aid: not queue.has_row(aid), 5)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            received = TimedClient.received - received0
             cores = {name: (proc_cpu_s(pid) - others0[name]) / wall for name, pid in pids.items()}
             cores["tui"] = cpu / wall
             cores["everything_else"] = (machine_busy_s() - busy0) / wall - sum(cores.values())
@@ -236,14 +315,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             samplers.running = False
             await asyncio.gather(*probes)
     finally:
+        pacer.running = False
+        if hold is not None:
+            hold.cancel()
         await stop_all(burners)
         if load.returncode is None:
             load.terminate()
+        if load.stdin is not None:
+            load.stdin.close()
         out, _ = await load.communicate()
         await hub.stop()
     done = [json.loads(line) for line in out.decode().splitlines() if '"done"' in line]
     def win(samples: list[tuple[float, float]]) -> dict[str, object]:
         return windowed(samples, args.window_s, args.duration)
+
+    events_per_s = win(samplers.rate)
+    rate_received = received / wall if wall else 0.0
+    short_windows = [w["window"] for w in events_per_s["windows"] if float(w["p50"]) < args.events_per_s]
 
     return {
         "machine": {
@@ -256,6 +344,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "args": vars(args),
         "sessions_seen": len(app.state.sessions),
+        #: The event load as delivered: hub events/s the console received over the whole
+        #: measurement, against the target; ``windows_below_target`` are the windows
+        #: whose median per-second rate fell short.
+        "events_per_s": {
+            "target": args.events_per_s,
+            "received": round(rate_received, 1),
+            "target_met": rate_received >= args.events_per_s,
+            "windows_below_target": short_windows,
+            "received_at_calibration": round(calibrated, 1),
+            "events_per_action": round(pacer.events_per_action, 2),
+            "load_actions_per_s_last": round(pacer.actions_per_s, 1),
+            #: [seconds since start, actions/s asked, events/s received at that pace]
+            "pace_history": pacer.history,
+        },
         "decisions": len(to_sent),
         "decisions_missed": missed,
         "load_agents": done[-1] if done else None,
@@ -267,7 +369,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "keypress_to_hub_answer_ms": win(to_answer),
         "keys_to_approval_view_ms": win(to_view),
         "event_loop_lag_ms": win(samplers.lag),
-        "hub_events_per_s": win(samplers.rate),
+        "hub_events_per_s": events_per_s,
         "backlog_events": win(samplers.backlog),
         "client_queue_events": win(samplers.client_queue),
         "pooled": {
@@ -308,6 +410,14 @@ def main() -> None:
         f"decisions: {result['decisions']} (missed {result['decisions_missed']}); "
         f"load agents: {result['load_agents']}"
     )
+    ev = result["events_per_s"]
+    verdict = "ok" if ev["target_met"] else "SHORTFALL"
+    below = f", windows below target: {ev['windows_below_target']}" if ev["windows_below_target"] else ""
+    print(
+        f"hub events/s received: {ev['received']:.0f} (target {ev['target']:.0f}) {verdict}; "
+        f"load {ev['load_actions_per_s_last']:.0f} actions/s, {ev['events_per_action']:.2f} events per action"
+        f"{below}"
+    )
     used = ", ".join(f"{name} {value:.2f}" for name, value in result["cores_used"].items())
     print(f"cores used during the measurement: {used} (of {m['nproc']})")
     head = f"{'figure':<30} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}"
@@ -328,6 +438,14 @@ def main() -> None:
             f"{wp50['median']:.1f} ({wp50['min']:.1f}-{wp50['max']:.1f}) | "
             f"{wp99['median']:.1f} ({wp99['min']:.1f}-{wp99['max']:.1f})"
         )
+    if not ev["target_met"]:
+        message = (
+            f"SHORTFALL: the console received {ev['received']:.0f} hub events/s, "
+            f"under the target {ev['target']:.0f}: the figures above are not for the asked load"
+        )
+        print(message)
+        print(message, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
