@@ -195,3 +195,37 @@ async def test_writer_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert await verify(tmp_path, tmp_path / "k.key")
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, process: bool) -> None:
+    """The checkpoint runs between batches, not inside a COMMIT: after
+    IDLE_CHECKPOINT_COMMITS batches and a pause, the database file alone (no
+    -wal beside it) already holds them."""
+    from towerctl.store.writer import IDLE_CHECKPOINT_COMMITS
+
+    def rows_in_db_file_alone() -> int:
+        alone = tmp_path / "alone.db"
+        alone.write_bytes((tmp_path / "t.db").read_bytes())
+        conn = sqlite3.connect(alone)
+        try:
+            n: int = conn.execute("SELECT COUNT(*) FROM actions").fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            n = 0
+        finally:
+            conn.close()
+        alone.unlink()
+        return n
+
+    store = await Store.open(tmp_path / "t.db", key_path=key_of(tmp_path), writer_process=process)
+    try:
+        await store.session_started(session(), resumed=False, ts_ms=T0)
+        for i in range(IDLE_CHECKPOINT_COMMITS - 2):
+            await store.action_proposed(action(f"a-{i}"), actor="agent:a", ts_ms=T0 + 1)
+        assert rows_in_db_file_alone() == 0  # still only in the WAL
+        await store.action_proposed(action("a-last"), actor="agent:a", ts_ms=T0 + 1)
+        # The writer checkpoints after that batch, before it takes the next one.
+        await store.action_proposed(action("a-next"), actor="agent:a", ts_ms=T0 + 1)
+        assert rows_in_db_file_alone() == IDLE_CHECKPOINT_COMMITS - 1
+    finally:
+        await store.close()

@@ -207,7 +207,9 @@ class AgentSide(ServiceBase):
                 sess.session_id,
             )
             await self.send_agent(sess, encode(PolicyUpdate(env=sess.env, policy=pol, version=version)))
-        info = ActionInfo(
+        # Every field below is the validated message's or the hub's own: no
+        # second validation pass (~15 us) on the per-action path.
+        info = ActionInfo.model_construct(
             action=action,
             session_id=sess.session_id,
             agent=sess.agent,
@@ -218,7 +220,7 @@ class AgentSide(ServiceBase):
             policy_verdict=verdict,
             rule=rule,
             explanation=explanation,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             created_at=ts,
             expires_at=expires_at,
         )

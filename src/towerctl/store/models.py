@@ -9,8 +9,9 @@ the epoch everywhere; there are no floats anywhere in the store.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Final, get_args
+import operator
+from dataclasses import dataclass, fields
+from typing import Any, Final, TypeVar, get_args
 
 from agent_shim.types import ActionState
 from towerctl.audit.chain import AuditRow, CheckpointRow
@@ -35,7 +36,23 @@ __all__ = [
 ACTION_STATES: Final = frozenset(get_args(ActionState))
 DECISION_VERDICTS: Final = frozenset({"approved", "denied", "expired"})
 
+_Row = TypeVar("_Row")
 
+
+def _pickles_as_tuple(cls: type[_Row]) -> type[_Row]:
+    """Pickle as ``cls(*fields)``: rows cross the pipe to the writer process on
+    every write, and a frozen slotted dataclass otherwise pickles through
+    Python-level getstate/setstate (~30 % slower both ways)."""
+    values = operator.attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+
+    def __reduce__(self: _Row) -> tuple[type[_Row], tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    return cls
+
+
+@_pickles_as_tuple
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     session_id: str
@@ -49,6 +66,7 @@ class SessionRow:
     ended_at: int | None = None
 
 
+@_pickles_as_tuple
 @dataclass(frozen=True, slots=True)
 class ActionRow:
     action_id: str
@@ -68,6 +86,7 @@ class ActionRow:
     expires_at: int | None = None
 
 
+@_pickles_as_tuple
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     decision_id: str
@@ -79,6 +98,7 @@ class DecisionRow:
     decided_at: int
 
 
+@_pickles_as_tuple
 @dataclass(frozen=True, slots=True)
 class OutcomeRow:
     action_id: str

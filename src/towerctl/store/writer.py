@@ -40,6 +40,13 @@ T = TypeVar("T")
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 # Bounds how long one transaction holds the write lock (~0.15 s at this size).
 MAX_BATCH: Final = 512
+# WAL checkpoints: SQLite's own runs inside whichever COMMIT crosses 1,000
+# pages, adding ~3 ms to that batch at fleet load. The writer instead copies
+# the WAL back when it has nothing queued and at least IDLE_CHECKPOINT_COMMITS
+# batches went by; the automatic one stays as a bound (~32 MiB of WAL) for a
+# hub that is never idle.
+IDLE_CHECKPOINT_COMMITS: Final = 8
+WAL_AUTOCHECKPOINT_PAGES: Final = 8000
 
 # Errors that leave the transaction usable: the statement failed, not the database.
 _OP_LOCAL: Final = (
@@ -112,6 +119,7 @@ class Writer:
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_every = checkpoint_every
+        self._commits_since_checkpoint = 0
         self.stats = WriteStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="towerctl-writer")
         self._conn: sqlite3.Connection | None = None
@@ -158,6 +166,7 @@ class Writer:
                 raise StoreError(f"cannot put {self.path} in WAL mode (got {mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             migrate(conn)
             self._tx = self._open_chain(conn)
         except (sqlite3.Error, SchemaError, KeyFileError, OSError) as exc:
@@ -260,6 +269,8 @@ class Writer:
                     batch = []
                 if stop:
                     return
+                if self._queue.empty():
+                    await loop.run_in_executor(self._executor, self.idle_checkpoint)
         finally:
             self._accepting = False
             for j in batch:
@@ -306,6 +317,16 @@ class Writer:
     ) -> list[tuple[bool, object]]:
         return await loop.run_in_executor(self._executor, self._apply, ops)
 
+    def idle_checkpoint(self) -> None:
+        """Copy the WAL back into the database while nothing waits (see
+        IDLE_CHECKPOINT_COMMITS). PASSIVE: never waits on readers, and a
+        failure only leaves the WAL longer, so it is not an error."""
+        if self._conn is None or self._commits_since_checkpoint < IDLE_CHECKPOINT_COMMITS:
+            return
+        self._commits_since_checkpoint = 0
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def _apply(self, ops: list[Callable[[Tx], object]]) -> list[tuple[bool, object]]:
         """The batch, in the writer thread. Returns (ok, value-or-exception) per op.
 
@@ -318,6 +339,7 @@ class Writer:
         conn, tx = self._conn, self._tx
         if conn is None or tx is None:
             raise StoreError("the store is closed")
+        self._commits_since_checkpoint += 1
         if len(ops) > 1:
             results = self._run_batch(conn, tx, ops, isolate=False)
             if results is not None:

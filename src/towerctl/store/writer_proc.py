@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -120,6 +121,8 @@ def _child(sock: socket.socket, writer: Writer) -> None:
             except BaseException as exc:
                 reply = ("fail", _portable(exc))
             _send(sock, reply)
+            if not select.select([sock], [], [], 0)[0]:
+                writer.idle_checkpoint()
     finally:
         writer._close_conn()
 
