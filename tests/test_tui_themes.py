@@ -187,20 +187,7 @@ def test_every_status_colour_meets_wcag_aa_on_the_surfaces_it_is_drawn_on(name: 
     assert not failures, f"{name}: below WCAG AA (4.5:1): " + "; ".join(failures)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            theme,
-            marks=pytest.mark.xfail(
-                strict=True, reason="tower-light's error and warning are ~3.9:1 on its own red tint"
-            ),
-        )
-        if theme == "tower-light"
-        else theme
-        for theme in SHIPPED_THEMES
-    ],
-)
+@pytest.mark.parametrize("name", SHIPPED_THEMES)
 def test_production_approval_banner_meets_wcag_aa(name: str) -> None:
     """A production approval's top line is tinted red (``$error 25%`` over the
     page, see tower.tcss) and carries the PROD marker in $error and the
