@@ -8,13 +8,12 @@ untrusted agent speaks, and the half the shim imports: ``Action.digest`` and
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json
+from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json, canonical_json_unchecked
 from agent_shim.policy import EnvPolicy, Rule
 from agent_shim.protocol_fields import (
     _STRICT,
@@ -34,11 +33,6 @@ from agent_shim.protocol_fields import (
     Text,
 )
 from agent_shim.types import Kind, Risk, Verdict
-
-#: canonical_json's settings, for values known to hold only strings and None.
-_ACTION_JSON: Final = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
 
 
 class Action(BaseModel):
@@ -71,7 +65,7 @@ class Action(BaseModel):
 def body_digest(body: Mapping[str, object]) -> str:
     """:meth:`Action.digest` of the action whose ``model_dump(mode="json")`` is
     ``body``: for a caller that needs the dump anyway (the hub stores it)."""
-    return hashlib.sha256(ACTION_DIGEST_TAG + _ACTION_JSON.encode(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(ACTION_DIGEST_TAG + canonical_json_unchecked(body)).hexdigest()
 
 
 # --------------------------------------------------------------------------

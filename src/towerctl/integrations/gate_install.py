@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Final, Literal
 
-MARKER: Final = "# towerctl-gate-wrapper v1"
+from towerctl.localshim.shimclient.gate import MARKER, is_wrapper
+
 Mode = Literal["exec", "wait"]
 MODES: Final[tuple[Mode, ...]] = ("exec", "wait")
 _TOOL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
@@ -75,15 +76,6 @@ def wrapper_script(tool: str, gate_dir: Path, python: str, mode: Mode) -> str:
         f"exec {q(python)} -I -S -c {q(FAST_ENTRY)} {q(os.path.dirname(fastclient_path()))} gate"
         f' {q(str(gate_dir))} {mode} {q(tool)} "$@"\n'
     )
-
-
-def is_wrapper(path: str | Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-    except OSError:
-        return False
-    return MARKER.encode() in head
 
 
 def install(

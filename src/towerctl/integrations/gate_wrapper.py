@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Final
 from agent_shim.types import Kind
 from towerctl.integrations.gate_install import (
     FAST_ENTRY,
-    MARKER,
     MODES,
     GateError,
     Mode,
@@ -56,10 +55,10 @@ from towerctl.integrations.gate_install import (
     fastclient_path,
     install,
     installed,
-    is_wrapper,
     uninstall,
     wrapper_script,
 )
+from towerctl.localshim.shimclient.gate import MARKER, is_wrapper
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -269,7 +269,7 @@ class Writer:
                     batch = []
                 if stop:
                     return
-                if self._queue.empty():
+                if self._queue.empty() and self._checkpoint_due():  # no thread hop per batch
                     await loop.run_in_executor(self._executor, self.idle_checkpoint)
         finally:
             self._accepting = False
@@ -317,11 +317,14 @@ class Writer:
     ) -> list[tuple[bool, object]]:
         return await loop.run_in_executor(self._executor, self._apply, ops)
 
+    def _checkpoint_due(self) -> bool:
+        return self._commits_since_checkpoint >= IDLE_CHECKPOINT_COMMITS
+
     def idle_checkpoint(self) -> None:
         """Copy the WAL back into the database while nothing waits (see
         IDLE_CHECKPOINT_COMMITS). PASSIVE: never waits on readers, and a
         failure only leaves the WAL longer, so it is not an error."""
-        if self._conn is None or self._commits_since_checkpoint < IDLE_CHECKPOINT_COMMITS:
+        if self._conn is None or not self._checkpoint_due():
             return
         self._commits_since_checkpoint = 0
         with contextlib.suppress(sqlite3.Error):

@@ -67,7 +67,8 @@ def target_for(tool: str, environ: dict[str, str] | os._Environ[str]) -> str:
     return " ".join(f"{n}={environ[n]}" for n in names if environ.get(n))[:512]
 
 
-def is_wrapper(path: str) -> bool:
+def is_wrapper(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a wrapper ``towerctl gate install`` wrote (also used there)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
