@@ -8,6 +8,8 @@ import dataclasses
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from pathlib import Path
@@ -154,6 +156,53 @@ async def test_migrations_are_idempotent(db: Path, key: Path) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(StoreError, match="newer than this towerctl"):
         await Store.open(db, key_path=key)
+
+
+async def test_a_version_1_log_upgrades_with_its_records_and_hashes_intact(db: Path, key: Path) -> None:
+    """Version 2 drops the audit log's per-action and per-session indexes
+    (schema.py says why); a log written under version 1 keeps every record,
+    still verifies, and per-action reads still find them."""
+    s = await Store.open(db, key_path=key)
+    try:
+        await s.session_started(session(), resumed=False, ts_ms=T0)
+        await s.action_proposed(action(), actor="agent:claude", ts_ms=T0 + 1)
+    finally:
+        await s.close()
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE INDEX audit_by_action ON audit (action_id, seq) WHERE action_id IS NOT NULL")
+        conn.execute("CREATE INDEX audit_by_session ON audit (session_id, seq) WHERE session_id IS NOT NULL")
+        conn.execute("PRAGMA user_version = 1")
+        before = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+    s = await Store.open(db, key_path=key)
+    try:
+        assert events(await s.audit_rows(action_id="a-1")) == ["action.proposed", "action.pending"]
+        assert (await s.verify()).ok
+    finally:
+        await s.close()
+    with closing(sqlite3.connect(db)) as conn:
+        assert user_version(conn) == 2
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert not {"audit_by_action", "audit_by_session"} & indexes
+        assert conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()[: len(before)] == before
+
+
+def test_a_process_that_never_closes_its_store_still_exits(tmp_path: Path) -> None:
+    """A hub that dies on an exception before close() must exit (for its
+    supervisor to restart it), not hang in interpreter shutdown on the
+    reader connection's thread."""
+    db, key = str(tmp_path / "t.db"), str(tmp_path / "k")
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from towerctl.store import Store\n"
+        "kept = []\n"
+        "async def main() -> None:\n"
+        f"    kept.append(await Store.open(Path({db!r}), key_path=Path({key!r})))\n"
+        "    sys.exit(3)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr.decode()
 
 
 async def test_bad_options_are_refused(db: Path, key: Path) -> None:

@@ -13,6 +13,7 @@ mixin each, so that :class:`Store` is still one object to its callers.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import aiosqlite
@@ -105,9 +106,19 @@ class Store(StoreWrites, StoreReads):
         )
         await writer.start()
         try:
-            reader = await aiosqlite.connect(
+            pending = aiosqlite.connect(
                 writer.readonly_uri, uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000
             )
+            # aiosqlite >= 0.22 runs each connection on a non-daemon thread
+            # that ends only on close(): a hub that died on an exception
+            # before close() would hang in interpreter shutdown forever
+            # instead of exiting for its supervisor to restart. This
+            # connection is read-only (mode=ro), so nothing is lost when it
+            # ends with the process.
+            thread = getattr(pending, "_thread", None)
+            if isinstance(thread, threading.Thread):
+                thread.daemon = True
+            reader = await pending
         except (sqlite3.Error, OSError) as exc:
             await writer.stop()
             raise StoreError(f"cannot open {path} for reading: {exc}") from exc
