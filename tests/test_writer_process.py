@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import socket
 import sqlite3
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError
+from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError, ops, writer_proc
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
+from towerctl.store.writer import Writer
 from towerctl.store.writer_proc import ProcessWriter
 
 pytestmark = pytest.mark.timeout(60)
@@ -229,3 +234,61 @@ async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, pr
         assert rows_in_db_file_alone() == IDLE_CHECKPOINT_COMMITS - 1
     finally:
         await store.close()
+
+
+def _message(kind: str, payload: object) -> bytes:
+    data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    return writer_proc._HEADER.pack(len(data)) + data
+
+
+def _count_rows(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM actions").fetchone()[0])
+
+
+def test_batches_that_queued_up_commit_together_and_answer_one_by_one(tmp_path: Path) -> None:
+    """What the child does when batches pile up while it is busy: it reads
+    all of them (a connection call ends the group), runs them as one
+    transaction, and still answers each batch with its own per-operation
+    results, a failing operation failing only itself."""
+    writer = Writer(
+        tmp_path / "t.db", key_of(tmp_path), synchronous="FULL", busy_timeout_ms=1000, checkpoint_every=256
+    )
+    writer._open()
+    parent, child = socket.socketpair()
+    try:
+        propose = partial(ops.action_proposed, actor="agent:a", ts_ms=T0 + 1)
+        first = [partial(ops.session_started, row=session(), resumed=False, ts_ms=T0)]
+        second = [partial(propose, row=action("a-1")), partial(propose, row=action("a-2"))]
+        clashing = replace(action("a-1"), digest="cd" * 32)
+        third = [partial(propose, row=clashing), partial(propose, row=action("a-3"))]
+        for batch in (first, second, third):
+            parent.sendall(_message("batch", batch))
+        parent.sendall(_message("conn", _count_rows))
+        parent.sendall(_message("batch", [partial(propose, row=action("a-4"))]))
+
+        group, eof = writer_proc._read_group(child)
+        assert not eof
+        assert [kind for kind, _ in group] == ["batch", "batch", "batch", "conn"]
+        before = writer._commits_since_checkpoint
+        replies = writer_proc._apply_batches(writer, [payload for kind, payload in group if kind == "batch"])
+        assert writer._commits_since_checkpoint == before + 1  # one transaction for three batches
+        assert [kind for kind, _ in replies] == ["ok", "ok", "ok"]
+        results = [cast(list[tuple[bool, object]], value) for _, value in replies]
+        assert [[ok for ok, _ in r] for r in results] == [[True], [True, True], [False, True]]
+        clash = results[2][0][1]
+        assert isinstance(clash, Conflict) and "different action" in str(clash)
+
+        # The batch after the connection call starts the next group.
+        group, eof = writer_proc._read_group(child)
+        assert [kind for kind, _ in group] == ["batch"] and not eof
+        parent.close()
+        assert writer_proc._read_group(child) == ([], True)
+    finally:
+        child.close()
+        writer._close_conn()
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert conn.execute("SELECT action_id FROM actions ORDER BY action_id").fetchall() == [
+            ("a-1",),
+            ("a-2",),
+            ("a-3",),
+        ]

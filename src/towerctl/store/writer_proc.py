@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from towerctl.audit.signing import load_or_create_key
 from towerctl.store.models import StoreError
 from towerctl.store.tx import Tx
-from towerctl.store.writer import Writer, _fail, _Job
+from towerctl.store.writer import MAX_BATCH, Writer, _fail, _Job
 
 T = TypeVar("T")
 
@@ -84,8 +84,69 @@ def _send(sock: socket.socket, message: tuple[str, object]) -> None:
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
+def _read_message(sock: socket.socket) -> tuple[str, Any] | None:
+    """One (kind, payload) from the parent; None at EOF."""
+    header = _recv_exact(sock, _HEADER.size)
+    if header is None:
+        return None
+    body = _recv_exact(sock, _HEADER.unpack(header)[0])
+    if body is None:
+        return None
+    kind, payload = pickle.loads(body)
+    return str(kind), payload
+
+
+def _pending(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _read_group(sock: socket.socket) -> tuple[list[tuple[str, Any]], bool]:
+    """The next message and every batch already waiting behind it (up to
+    MAX_BATCH operations): the child commits them together, so batches that
+    queued up while it was busy share one BEGIN, one COMMIT and one fsync
+    instead of paying for each. A connection call ends the group. True when
+    the parent has closed the socket."""
+    first = _read_message(sock)
+    if first is None:
+        return [], True
+    group = [first]
+    ops = len(first[1]) if first[0] == "batch" else 0
+    while group[-1][0] == "batch" and ops < MAX_BATCH and _pending(sock):
+        nxt = _read_message(sock)
+        if nxt is None:
+            return group, True
+        group.append(nxt)
+        if nxt[0] == "batch":
+            ops += len(nxt[1])
+    return group, False
+
+
+def _apply_batches(writer: Writer, batches: list[list[Callable[[Tx], object]]]) -> list[tuple[str, object]]:
+    """One transaction for all of ``batches``; one reply per batch, in order."""
+    try:
+        results = writer._apply([op for ops in batches for op in ops])
+    except BaseException as exc:
+        return [("fail", _portable(exc))] * len(batches)
+    replies: list[tuple[str, object]] = []
+    start = 0
+    for ops in batches:
+        part = results[start : start + len(ops)]
+        start += len(ops)
+        replies.append(("ok", [(ok, value if ok else _portable(value)) for ok, value in part]))  # type: ignore[arg-type]
+    return replies
+
+
+def _conn_call(writer: Writer, fn: Callable[[Any], object]) -> tuple[str, object]:
+    """Maintenance and fault injection on the writer connection."""
+    try:
+        assert writer._conn is not None
+        return ("ok", fn(writer._conn))
+    except BaseException as exc:
+        return ("fail", _portable(exc))
+
+
 def _child(sock: socket.socket, writer: Writer) -> None:
-    """The forked child's whole life: open, then one batch per message until EOF."""
+    """The forked child's whole life: open, then batches until EOF."""
     # The parent's event loop installed signal handlers and a wakeup fd it
     # shares with us: detach from both. Ctrl-C reaches the whole process
     # group; the parent decides when we stop (by closing the socket).
@@ -101,27 +162,16 @@ def _child(sock: socket.socket, writer: Writer) -> None:
     _send(sock, ("ready", writer.readonly_uri))
     try:
         while True:
-            header = _recv_exact(sock, _HEADER.size)
-            if header is None:
+            group, eof = _read_group(sock)
+            batches = [payload for kind, payload in group if kind == "batch"]
+            if batches:
+                for reply in _apply_batches(writer, batches):
+                    _send(sock, reply)
+            if group and group[-1][0] != "batch":
+                _send(sock, _conn_call(writer, group[-1][1]))
+            if eof:
                 return
-            body = _recv_exact(sock, _HEADER.unpack(header)[0])
-            if body is None:
-                return
-            kind, payload = pickle.loads(body)
-            try:
-                if kind == "batch":
-                    results = writer._apply(payload)
-                    reply: tuple[str, object] = (
-                        "ok",
-                        [(ok, value if ok else _portable(value)) for ok, value in results],  # type: ignore[arg-type]
-                    )
-                else:  # "conn": maintenance and fault injection on the writer connection
-                    assert writer._conn is not None
-                    reply = ("ok", payload(writer._conn))
-            except BaseException as exc:
-                reply = ("fail", _portable(exc))
-            _send(sock, reply)
-            if not select.select([sock], [], [], 0)[0]:
+            if not _pending(sock):
                 writer.idle_checkpoint()
     finally:
         writer._close_conn()
