@@ -17,6 +17,7 @@ from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 from agent_shim.decision_check import DecisionAcceptance
 from agent_shim.errors import SessionKilled
@@ -36,6 +37,7 @@ from agent_shim.protocol import (
     encode,
 )
 from agent_shim.shim_base import log
+from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines, lines_that_fit
 
 SHIM_VERSION: Final = "0.1.0"
 
@@ -55,6 +57,7 @@ class ShimTransport(DecisionAcceptance):
                     compression=None,
                     proxy=None,
                     max_size=MAX_MESSAGE_BYTES,
+                    subprotocols=[Subprotocol(LINES_SUBPROTOCOL)],
                     open_timeout=self._connect_timeout,
                     ping_interval=10,
                     ping_timeout=20,
@@ -123,25 +126,33 @@ class ShimTransport(DecisionAcceptance):
         self._ever_connected = True
         writer = asyncio.create_task(self._writer(ws))
         try:
-            async for raw in ws:
-                try:
-                    msg = decode(HubToAgentAdapter, raw)
-                except ProtocolError as exc:
-                    log.error("towerctl shim: ignoring bad hub message: %s", exc.message)
-                    continue
-                self._dispatch(msg)
+            lines = ws.subprotocol == LINES_SUBPROTOCOL
+            async for frame in ws:
+                for raw in frame_lines(frame, lines):
+                    try:
+                        msg = decode(HubToAgentAdapter, raw)
+                    except ProtocolError as exc:
+                        log.error("towerctl shim: ignoring bad hub message: %s", exc.message)
+                        continue
+                    self._dispatch(msg)
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
 
     async def _writer(self, ws: ClientConnection) -> None:
+        """Send the outbox in order; under LINES_SUBPROTOCOL everything queued
+        at once (a report and the next proposal) goes in one frame. A message
+        leaves the outbox only once its frame was handed to the socket."""
+        lines = ws.subprotocol == LINES_SUBPROTOCOL
         while True:
             while self._outbox:
-                data = self._outbox[0]
-                await ws.send(data)
-                self._outbox.popleft()
-                self._sent(data)
+                n = lines_that_fit(self._outbox, MAX_MESSAGE_BYTES) if lines else 1
+                batch = [self._outbox[i] for i in range(n)]
+                await ws.send("\n".join(batch))
+                for data in batch:
+                    self._outbox.popleft()
+                    self._sent(data)
             self._outbox_ready.clear()
             await self._outbox_ready.wait()
 

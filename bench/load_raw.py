@@ -50,6 +50,8 @@ from typing import Any
 
 from harness import pct
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from agent_shim.canonical import ACTION_DIGEST_TAG, tagged_digest
 from agent_shim.gate import judge
@@ -63,6 +65,7 @@ from agent_shim.protocol import (
     Started,
     encode,
 )
+from agent_shim.wire import LINES_SUBPROTOCOL
 
 READS = ("kubectl get pods -n payments", "git status", "ls -la /srv", "cat /etc/hostname", "df -h")
 ASK = "kubectl delete pod web-{n}"
@@ -168,6 +171,7 @@ async def open_agent(
             compression=None,
             proxy=None,
             max_size=MAX_MESSAGE_BYTES,
+            subprotocols=[Subprotocol(LINES_SUBPROTOCOL)],
             open_timeout=60,
             ping_interval=None,
             close_timeout=2,
@@ -219,52 +223,67 @@ async def agent_loop(
     rnd = random.Random()
     if interval > 0:
         await asyncio.sleep(rnd.uniform(0, interval))
-    for _ in range(max_actions):
-        if stop.is_set():
-            return
-        t_next = time.monotonic() + interval * rnd.uniform(0.8, 1.2)
-        aid = uuid.uuid4().hex
-        asked = ask_frac > 0 and rnd.random() < ask_frac
-        command = ASK.format(n=aid[:8]) if asked else rnd.choice(READS)
-        t0_wall = time.time_ns()
-        t0 = time.perf_counter()
-        data, digest, verdict = tpl.propose(command, aid, t0_wall // 1_000_000)
-        try:
-            await ws.send(data)
-            ack = await recv_until(ws, aid, ("ack",), 60)
-            t_ack = time.perf_counter()
-            if ack["state"] == "pending":
-                window = meter.window
-                dec = await recv_until(ws, aid, ("decision",), 60)
-                t_dec_wall = time.time_ns()
-                if dec.get("verdict") != "approved":
-                    meter.error(f"decision {dec.get('verdict')}")
+    # Closed loop under LINES_SUBPROTOCOL: the report of one action travels
+    # with the proposal of the next, as the shim's writer sends what it has
+    # queued at once. With an interval the report goes alone, at once.
+    hold = interval == 0 and ws.subprotocol == LINES_SUBPROTOCOL
+    held: str | None = None
+    try:
+        for _ in range(max_actions):
+            if stop.is_set():
+                return
+            t_next = time.monotonic() + interval * rnd.uniform(0.8, 1.2)
+            aid = uuid.uuid4().hex
+            asked = ask_frac > 0 and rnd.random() < ask_frac
+            command = ASK.format(n=aid[:8]) if asked else rnd.choice(READS)
+            t0_wall = time.time_ns()
+            t0 = time.perf_counter()
+            data, digest, verdict = tpl.propose(command, aid, t0_wall // 1_000_000)
+            try:
+                await ws.send(data if held is None else held + "\n" + data)
+                held = None
+                ack = await recv_until(ws, aid, ("ack",), 60)
+                t_ack = time.perf_counter()
+                if ack["state"] == "pending":
+                    window = meter.window
+                    dec = await recv_until(ws, aid, ("decision",), 60)
+                    t_dec_wall = time.time_ns()
+                    if dec.get("verdict") != "approved":
+                        meter.error(f"decision {dec.get('verdict')}")
+                        continue
+                    if window >= 0:
+                        meter.asked.append(
+                            {
+                                "action_id": aid,
+                                "window": window,
+                                "propose_ns": t0_wall,
+                                "unblocked_ns": t_dec_wall,
+                            }
+                        )
+                elif ack["state"] != "allowed":
+                    meter.error(f"ack {ack['state']}")
                     continue
-                if window >= 0:
-                    meter.asked.append(
-                        {
-                            "action_id": aid,
-                            "window": window,
-                            "propose_ns": t0_wall,
-                            "unblocked_ns": t_dec_wall,
-                        }
-                    )
-            elif ack["state"] != "allowed":
-                meter.error(f"ack {ack['state']}")
-                continue
-            now = time.time_ns() // 1_000_000
-            if asked:  # as the shim does: `started` only after an approval
-                await ws.send(tpl.started_json(aid, digest, now))
-            await ws.send(tpl.report_json(aid, digest, now))
-        except (OSError, RuntimeError, TimeoutError, KeyError) as exc:
-            meter.error(type(exc).__name__ + ": " + str(exc)[:80])
-            return
-        meter.acked_ids.append(aid)
-        meter.hit(None if asked or verdict != "allow" else (t_ack - t0) * 1000)
-        if interval > 0:
-            delay = t_next - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+                now = time.time_ns() // 1_000_000
+                if asked:  # as the shim does: `started` only after an approval
+                    await ws.send(tpl.started_json(aid, digest, now))
+                report = tpl.report_json(aid, digest, now)
+                if hold:
+                    held = report
+                else:
+                    await ws.send(report)
+            except (OSError, RuntimeError, TimeoutError, KeyError) as exc:
+                meter.error(type(exc).__name__ + ": " + str(exc)[:80])
+                return
+            meter.acked_ids.append(aid)
+            meter.hit(None if asked or verdict != "allow" else (t_ack - t0) * 1000)
+            if interval > 0:
+                delay = t_next - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+    finally:
+        if held is not None:
+            with contextlib.suppress(OSError, ConnectionClosed):
+                await ws.send(held)
 
 
 async def measure_windows(meter: Meter, warmup_s: float, windows: int, window_s: float) -> float:

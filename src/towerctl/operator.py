@@ -16,6 +16,7 @@ from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from agent_shim.client import client_ssl_context
 from agent_shim.policy import EnvPolicy
@@ -44,6 +45,7 @@ from agent_shim.protocol import (
     decode,
     encode,
 )
+from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines
 
 REQUEST_TIMEOUT_S: Final = 30.0
 #: Recent actions kept for lookups; a busy fleet sends thousands a minute.
@@ -114,6 +116,8 @@ class OperatorClient:
                 compression=None,
                 proxy=None,
                 max_size=16 * MAX_MESSAGE_BYTES,
+                # Several events a frame when the hub speaks it (agent_shim.wire).
+                subprotocols=[Subprotocol(LINES_SUBPROTOCOL)],
                 open_timeout=self._timeout,
                 ssl=self._ssl,
             )
@@ -145,14 +149,20 @@ class OperatorClient:
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
-            async for raw in ws:
-                msg = decode(HubToOperatorAdapter, raw)
-                self._apply(msg)
-                if isinstance(msg, Result):
-                    fut = self._results.pop(msg.req, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-                self._events.put_nowait(msg)
+            lines = ws.subprotocol == LINES_SUBPROTOCOL
+            async for frame in ws:
+                # One message a frame, or one a line under LINES_SUBPROTOCOL;
+                # each is handled as if it came alone, in order. A bad one ends
+                # the reader as a bad frame always did, after the messages
+                # before it and before those after it.
+                for part in frame_lines(frame, lines):
+                    msg = decode(HubToOperatorAdapter, part)
+                    self._apply(msg)
+                    if isinstance(msg, Result):
+                        fut = self._results.pop(msg.req, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(msg)
+                    self._events.put_nowait(msg)
         except ConnectionClosed:
             pass
         finally:

@@ -41,12 +41,14 @@ from agent_shim.protocol import (
     decode,
     encode,
 )
+from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines
 from towerctl.auth import Principal
 from towerctl.hub.fanout import OperatorConn
 from towerctl.hub.service import HubService, Refused
 from towerctl.store import InvalidTransition, NotFound, StoreError
 
 if TYPE_CHECKING:
+    from towerctl.hub.registry import LiveSession
     from towerctl.hub.server import HubConfig
 
 log = logging.getLogger("towerctl.hub")
@@ -143,40 +145,50 @@ class ConnectionLoops:
             await self._reject(conn, exc.code, exc.message, fatal=True)
             return
         strikes = 0
+        svc = self.service
+        lines = conn.subprotocol == LINES_SUBPROTOCOL
         try:
-            async for raw in conn:
-                try:
-                    msg = _decode_frame(AgentMessageAdapter, raw)
-                    if isinstance(msg, Propose):
-                        await self.service.propose(sess, msg)
-                    elif isinstance(msg, Started):
-                        queued = self.service.started_queued(sess, msg)
-                        if queued is None:
-                            await self.service.started(sess, msg)
-                        else:
-                            self._watch(conn, queued, raw)
-                    elif isinstance(msg, Report):
-                        queued = self.service.report_queued(sess, msg)
-                        if queued is None:
-                            await self.service.report(sess, msg)
-                        else:
-                            self._watch(conn, queued, raw)
-                    elif isinstance(msg, SelfPaused):
-                        await self.service.self_paused(sess, msg.reason)
-                    elif isinstance(msg, DecisionRefused):
-                        await self.service.decision_refused(sess, msg)
-                    else:
-                        raise ProtocolError("unexpected", "hello was already received")
-                except (ProtocolError, Refused) as exc:
-                    strikes += 1
-                    await self._reject(conn, exc.code, exc.message, ref=_ref(raw))
-                    if strikes >= self.config.max_strikes:
-                        await self._reject(
-                            conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
-                        )
-                        return
+            async for frame in conn:
+                svc.agent_frames += 1
+                for raw in frame_lines(frame, lines):
+                    svc.agent_messages += 1
+                    try:
+                        await self._agent_message(conn, sess, raw)
+                    except (ProtocolError, Refused) as exc:
+                        strikes += 1
+                        await self._reject(conn, exc.code, exc.message, ref=_ref(raw))
+                        if strikes >= self.config.max_strikes:
+                            await self._reject(
+                                conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
+                            )
+                            return
         finally:
             await self.service.agent_gone(sess, conn)
+
+    async def _agent_message(self, conn: ServerConnection, sess: LiveSession, raw: str | bytes) -> None:
+        """One message from an agent; ProtocolError or Refused says why not."""
+        assert self.service is not None
+        msg = _decode_frame(AgentMessageAdapter, raw)
+        if isinstance(msg, Propose):
+            await self.service.propose(sess, msg)
+        elif isinstance(msg, Started):
+            queued = self.service.started_queued(sess, msg)
+            if queued is None:
+                await self.service.started(sess, msg)
+            else:
+                self._watch(conn, queued, raw)
+        elif isinstance(msg, Report):
+            queued = self.service.report_queued(sess, msg)
+            if queued is None:
+                await self.service.report(sess, msg)
+            else:
+                self._watch(conn, queued, raw)
+        elif isinstance(msg, SelfPaused):
+            await self.service.self_paused(sess, msg.reason)
+        elif isinstance(msg, DecisionRefused):
+            await self.service.decision_refused(sess, msg)
+        else:
+            raise ProtocolError("unexpected", "hello was already received")
 
     async def _operator(self, conn: ServerConnection, principal: Principal) -> None:
         assert self.service is not None
@@ -201,49 +213,53 @@ class ConnectionLoops:
                 )
             )
         )
-        op = OperatorConn(conn, principal, svc.snapshot_json)
+        lines = conn.subprotocol == LINES_SUBPROTOCOL
+        op = OperatorConn(conn, principal, svc.snapshot_json, batch=lines)
         op.push(svc.snapshot_json())
         svc.fanout.add(op)
         svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
         strikes = 0
         try:
-            async for raw in conn:
-                try:
-                    msg = _decode_frame(OperatorMessageAdapter, raw)
-                except ProtocolError as exc:
-                    strikes += 1
-                    op.reply(encode(ErrorMsg(code=exc.code, message=exc.message[:4000], ref=_ref(raw))))
-                    if strikes >= self.config.max_strikes:
-                        await self._reject(
-                            conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
+            async for frame in conn:
+                for raw in frame_lines(frame, lines):
+                    try:
+                        msg = _decode_frame(OperatorMessageAdapter, raw)
+                    except ProtocolError as exc:
+                        strikes += 1
+                        op.reply(encode(ErrorMsg(code=exc.code, message=exc.message[:4000], ref=_ref(raw))))
+                        if strikes >= self.config.max_strikes:
+                            await self._reject(
+                                conn, "too_many_errors", f"{strikes} rejected messages", fatal=True
+                            )
+                            return
+                        continue
+                    if isinstance(msg, OperatorHello):
+                        op.reply(encode(ErrorMsg(code="unexpected", message="hello was already received")))
+                        continue
+                    try:
+                        message = ""
+                        if isinstance(msg, Decide):
+                            await svc.decide(principal, msg.action_id, msg.digest, msg.approve, msg.reason)
+                        elif isinstance(msg, SessionControl):
+                            message = await svc.control(principal, msg.session_id, msg.op, msg.reason)
+                        elif isinstance(msg, Freeze):
+                            await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
+                        elif isinstance(msg, SetPolicy):
+                            message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
+                        op.reply(encode(Result(req=msg.req, ok=True, message=message)))
+                    except Refused as exc:
+                        refused = Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])
+                        op.reply(encode(refused))
+                    except StoreError as exc:
+                        # The request was not made durable, so it was not made at all
+                        # (fail closed). The operator is told why and stays connected:
+                        # a locked or full database must not also blind the console.
+                        illegal = isinstance(exc, InvalidTransition)
+                        code = "illegal_transition" if illegal else "store_unavailable"
+                        log.error(
+                            "operator %s request %s refused by the store: %s", principal.name, msg.type, exc
                         )
-                        return
-                    continue
-                if isinstance(msg, OperatorHello):
-                    op.reply(encode(ErrorMsg(code="unexpected", message="hello was already received")))
-                    continue
-                try:
-                    message = ""
-                    if isinstance(msg, Decide):
-                        await svc.decide(principal, msg.action_id, msg.digest, msg.approve, msg.reason)
-                    elif isinstance(msg, SessionControl):
-                        message = await svc.control(principal, msg.session_id, msg.op, msg.reason)
-                    elif isinstance(msg, Freeze):
-                        await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
-                    elif isinstance(msg, SetPolicy):
-                        message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
-                    op.reply(encode(Result(req=msg.req, ok=True, message=message)))
-                except Refused as exc:
-                    op.reply(encode(Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])))
-                except StoreError as exc:
-                    # The request was not made durable, so it was not made at all
-                    # (fail closed). The operator is told why and stays connected:
-                    # a locked or full database must not also blind the console.
-                    code = "illegal_transition" if isinstance(exc, InvalidTransition) else "store_unavailable"
-                    log.error(
-                        "operator %s request %s refused by the store: %s", principal.name, msg.type, exc
-                    )
-                    op.reply(encode(Result(req=msg.req, ok=False, code=code, message=str(exc)[:4000])))
+                        op.reply(encode(Result(req=msg.req, ok=False, code=code, message=str(exc)[:4000])))
         finally:
             await svc.fanout.remove(op)
             svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))

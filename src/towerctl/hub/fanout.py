@@ -9,6 +9,13 @@ socket takes data again (built then, so it is current, and built once however
 long the stall), then live events. Replies to the operator's own requests
 (``result``, ``error``) are never dropped for a snapshot; a peer that keeps
 sending requests without reading the replies is disconnected.
+
+An operator connected under ``towerctl.lines.v1`` (``agent_shim.wire``) gets,
+in one frame, every message queued when its sender runs (in order, up to
+``BATCH_MAX_MESSAGES`` / ``BATCH_MAX_BYTES``), one per line: the framing and
+the ``write()`` are paid once per frame, not per event. Nothing waits for more
+events to arrive, so no event reaches an operator later than it would
+unbatched. A resync snapshot is always a frame of its own.
 """
 
 from __future__ import annotations
@@ -23,12 +30,21 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from agent_shim.protocol_fields import MAX_MESSAGE_BYTES
+from agent_shim.wire import lines_that_fit
 from towerctl.auth import Principal
 
 log = logging.getLogger("towerctl.hub")
 
 #: Frames queued for one operator before its backlog is replaced by a snapshot.
 QUEUE_LIMIT: Final = 2000
+#: At most this many messages in one multi-message frame...
+BATCH_MAX_MESSAGES: Final = 256
+#: ...and at most this many bytes (UTF-8, separators included) of messages
+#: joined into one; a single message larger than this still goes out, alone.
+#: Well below what the operator client accepts (``16 * MAX_MESSAGE_BYTES``).
+BATCH_MAX_BYTES: Final = 1024 * 1024
+assert BATCH_MAX_BYTES < 16 * MAX_MESSAGE_BYTES
 
 
 class OperatorConn:
@@ -39,11 +55,18 @@ class OperatorConn:
         snapshot: Callable[[], str],
         *,
         limit: int = QUEUE_LIMIT,
+        batch: bool = False,
+        batch_messages: int = BATCH_MAX_MESSAGES,
+        batch_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
+        """``batch``: the connection negotiated ``towerctl.lines.v1``."""
         self.conn = conn
         self.principal = principal
         self._snapshot = snapshot
         self._limit = limit
+        self.batch = batch
+        self._batch_messages = batch_messages
+        self._batch_bytes = batch_bytes
         #: (is a reply to this operator's request, frame)
         self._queue: deque[tuple[bool, str]] = deque()
         self._wake = asyncio.Event()
@@ -107,12 +130,21 @@ class OperatorConn:
                     self._resync = False
                     data = self._snapshot()
                 elif self._queue:
-                    data = self._queue.popleft()[1]
+                    data = self._take_batch() if self.batch else self._queue.popleft()[1]
                 else:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 await self.conn.send(data)
+
+    def _take_batch(self) -> str:
+        """Pop what is queued now, in order, into one frame's text (at least one
+        message; more while both bounds allow). Every queued item came from
+        ``encode`` (pydantic's ``model_dump_json``: no raw newline), so the
+        lines are unambiguous."""
+        queue = self._queue
+        n = lines_that_fit((data for _, data in queue), self._batch_bytes, self._batch_messages)
+        return "\n".join([queue.popleft()[1] for _ in range(n)])
 
 
 class Fanout:

@@ -78,6 +78,14 @@ class _StateCollector(Collector):
         yield operators
         if svc is not None:
             yield from _write_stats(svc)
+            frames = CounterMetricFamily("towerctl_agent_frames", "Websocket frames received from agents")
+            frames.add_metric([], svc.agent_frames)
+            messages = CounterMetricFamily(
+                "towerctl_agent_messages",
+                "Messages received from agents (several a frame: towerctl.lines.v1)",
+            )
+            messages.add_metric([], svc.agent_messages)
+            yield from (frames, messages)
 
 
 def _write_stats(svc: HubService) -> Iterable[Metric]:

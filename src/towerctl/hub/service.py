@@ -65,6 +65,10 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         self.decision_ttl_ms = int(decision_ttl_s * 1000)
         #: Told of each new proposal and decision (``/metrics``); set by the Hub.
         self.metrics: HubMetrics | None = None
+        #: Frames and messages received from agents (``/metrics``): their
+        #: ratio shows how much LINES_SUBPROTOCOL coalesces.
+        self.agent_frames = 0
+        self.agent_messages = 0
         self._dirty_sessions: set[str] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
 
