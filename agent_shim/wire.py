@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import UnionType
-from typing import Annotated, Final, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
+if TYPE_CHECKING:  # a NewType of str: no need to import websockets to make one
+    from websockets.typing import Subprotocol
 
 _T = TypeVar("_T")
 
@@ -243,6 +246,14 @@ def encode(message: BaseModel) -> str:
 LINES_SUBPROTOCOL: Final = "towerctl.lines.v1"
 #: How many queued messages one frame carries at most.
 MAX_LINES_PER_FRAME: Final = 64
+
+
+def select_lines(_conn: object, offered: Sequence[str]) -> Subprotocol | None:
+    """A server's ``select_subprotocol``: LINES_SUBPROTOCOL for peers that
+    offer it; everyone else (older shims and consoles, plain websocket tools)
+    connects as before, with one message a frame, instead of websockets'
+    default of refusing a client that offers no subprotocol."""
+    return cast("Subprotocol", LINES_SUBPROTOCOL) if LINES_SUBPROTOCOL in offered else None
 
 
 def frame_lines(frame: str | bytes, lines: bool) -> list[str | bytes]:

@@ -3,8 +3,10 @@
     python bench/null_hub.py            # prints {"event": "listening", "url": ..., "pid": ...}
 
 Why it exists: the echo baseline is one request and one reply per round trip;
-an allowed action is three frames (propose, ack, report; ``started`` only
-follows an approval). This server answers ``hello`` with a welcome carrying the
+an allowed action is three messages (propose, ack, report; ``started`` only
+follows an approval), in two frames under ``towerctl.lines.v1`` where a
+report travels with the next proposal, as with the real hub. This server
+answers ``hello`` with a welcome carrying the
 built-in policy and every ``propose`` with an ``allowed`` ack, and reads the
 rest without looking at it: no validation, policy, storage or audit. Driven by
 the same ``load_raw.py`` load, its rate is the most any hub speaking this
@@ -29,6 +31,7 @@ from load_raw import raise_nofile
 
 from agent_shim.policy import policy_for
 from agent_shim.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines, select_lines
 
 
 def welcome(hello: dict[str, object]) -> str:
@@ -50,10 +53,12 @@ def welcome(hello: dict[str, object]) -> str:
 async def agent(conn: ServerConnection) -> None:
     with contextlib.suppress(Exception):
         await conn.send(welcome(json.loads(await conn.recv())))
-        async for raw in conn:
-            if isinstance(raw, str) and raw.startswith('{"type":"propose"'):
-                aid = json.loads(raw)["action"]["action_id"]
-                await conn.send(f'{{"type":"ack","action_id":"{aid}","state":"allowed","reason":""}}')
+        lines = conn.subprotocol == LINES_SUBPROTOCOL
+        async for frame in conn:
+            for raw in frame_lines(frame, lines):
+                if isinstance(raw, str) and raw.startswith('{"type":"propose"'):
+                    aid = json.loads(raw)["action"]["action_id"]
+                    await conn.send(f'{{"type":"ack","action_id":"{aid}","state":"allowed","reason":""}}')
 
 
 async def main() -> None:
@@ -67,6 +72,7 @@ async def main() -> None:
         "127.0.0.1",
         0,
         compression=None,
+        select_subprotocol=select_lines,
         max_size=MAX_MESSAGE_BYTES,
         max_queue=16,
         ping_interval=20,

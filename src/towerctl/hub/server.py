@@ -15,7 +15,6 @@ import http
 import json
 import logging
 import ssl
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +22,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.typing import Subprotocol
 
 from agent_shim.policy import PolicyDoc
 from agent_shim.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
 )
-from agent_shim.wire import LINES_SUBPROTOCOL
+from agent_shim.wire import select_lines
 from towerctl.auth import Principal, hash_token, parse_bearer, same_hash
 from towerctl.config import public_key_file, write_public
 from towerctl.hub.connections import HELLO_TIMEOUT_S, MAX_STRIKES, ConnectionLoops
@@ -41,14 +39,6 @@ from towerctl.hub.service import DEFAULT_DECISION_TTL_S, HubService, now_ms
 from towerctl.store import Store, StoreError
 
 log = logging.getLogger("towerctl.hub")
-
-
-def _select_subprotocol(conn: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    """Several messages per frame for peers that offer it; everyone else
-    (older shims and consoles, plain websocket tools) connects as before
-    with one message per frame, instead of websockets' default of refusing
-    a client that offers no subprotocol."""
-    return Subprotocol(LINES_SUBPROTOCOL) if LINES_SUBPROTOCOL in offered else None
 
 
 @dataclass(slots=True)
@@ -135,7 +125,7 @@ class Hub(ConnectionLoops):
             self.config.host,
             self.config.port,
             process_request=self._process_request,
-            select_subprotocol=_select_subprotocol,
+            select_subprotocol=select_lines,
             compression=None,
             max_size=MAX_MESSAGE_BYTES,
             max_queue=16,
