@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("towerctl.hub")
 
 MAX_STRIKES: Final = 10
+#: Decisions one operator connection may have waiting for their commit at once.
+MAX_DECISIONS_IN_FLIGHT: Final = 64
 HELLO_TIMEOUT_S: Final = 10.0
 
 _T = TypeVar("_T")
@@ -219,6 +221,7 @@ class ConnectionLoops:
         svc.fanout.add(op)
         svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
         strikes = 0
+        deciding: set[asyncio.Task[None]] = set()
         try:
             async for frame in conn:
                 for raw in frame_lines(frame, lines):
@@ -236,33 +239,54 @@ class ConnectionLoops:
                     if isinstance(msg, OperatorHello):
                         op.reply(encode(ErrorMsg(code="unexpected", message="hello was already received")))
                         continue
-                    try:
-                        message = ""
-                        if isinstance(msg, Decide):
-                            await svc.decide(principal, msg.action_id, msg.digest, msg.approve, msg.reason)
-                        elif isinstance(msg, SessionControl):
-                            message = await svc.control(principal, msg.session_id, msg.op, msg.reason)
-                        elif isinstance(msg, Freeze):
-                            await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
-                        elif isinstance(msg, SetPolicy):
-                            message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
-                        op.reply(encode(Result(req=msg.req, ok=True, message=message)))
-                    except Refused as exc:
-                        refused = Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])
-                        op.reply(encode(refused))
-                    except StoreError as exc:
-                        # The request was not made durable, so it was not made at all
-                        # (fail closed). The operator is told why and stays connected:
-                        # a locked or full database must not also blind the console.
-                        illegal = isinstance(exc, InvalidTransition)
-                        code = "illegal_transition" if illegal else "store_unavailable"
-                        log.error(
-                            "operator %s request %s refused by the store: %s", principal.name, msg.type, exc
-                        )
-                        op.reply(encode(Result(req=msg.req, ok=False, code=code, message=str(exc)[:4000])))
+                    if isinstance(msg, Decide):
+                        # A decision waits for its commit (durable before the agent
+                        # hears of it). Taken one at a time, a burst of approvals
+                        # waited for one commit after another: at 50 decisions/s on a
+                        # busy hub the last of them waited seconds. Side by side they
+                        # share group commits; each claims its action before its first
+                        # await, so the first of two decisions on one action still wins.
+                        if len(deciding) >= MAX_DECISIONS_IN_FLIGHT:
+                            await asyncio.wait(deciding, return_when=asyncio.FIRST_COMPLETED)
+                        task = asyncio.create_task(self._request(op, principal, msg))
+                        deciding.add(task)
+                        task.add_done_callback(deciding.discard)
+                        continue
+                    if deciding:  # any other request sees the decisions sent before it done
+                        await asyncio.wait(set(deciding))
+                    await self._request(op, principal, msg)
         finally:
+            if deciding:  # let them be recorded and answered
+                await asyncio.wait(set(deciding))
             await svc.fanout.remove(op)
             svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
+
+    async def _request(
+        self, op: OperatorConn, principal: Principal, msg: Decide | SessionControl | Freeze | SetPolicy
+    ) -> None:
+        """Carry out one operator request and queue its result."""
+        assert self.service is not None
+        svc = self.service
+        try:
+            message = ""
+            if isinstance(msg, Decide):
+                await svc.decide(principal, msg.action_id, msg.digest, msg.approve, msg.reason)
+            elif isinstance(msg, SessionControl):
+                message = await svc.control(principal, msg.session_id, msg.op, msg.reason)
+            elif isinstance(msg, Freeze):
+                await svc.freeze(principal, msg.env, msg.frozen, msg.reason)
+            elif isinstance(msg, SetPolicy):
+                message = f"version {await svc.set_policy(principal, msg.env, msg.policy)}"
+            op.reply(encode(Result(req=msg.req, ok=True, message=message)))
+        except Refused as exc:
+            op.reply(encode(Result(req=msg.req, ok=False, code=exc.code, message=exc.message[:4000])))
+        except StoreError as exc:
+            # The request was not made durable, so it was not made at all (fail
+            # closed). The operator is told why and stays connected: a locked or
+            # full database must not also blind the console.
+            code = "illegal_transition" if isinstance(exc, InvalidTransition) else "store_unavailable"
+            log.error("operator %s request %s refused by the store: %s", principal.name, msg.type, exc)
+            op.reply(encode(Result(req=msg.req, ok=False, code=code, message=str(exc)[:4000])))
 
 
 def _decode_frame(adapter: TypeAdapter[_T], raw: str | bytes) -> _T:
