@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agent_shim.policy import EnvPolicy
+from towerctl.hub.fanout import OperatorConn
 from towerctl.hub.server import Hub, HubConfig
 from towerctl.operator import OperatorClient
 from towerctl.tokens import create_token
@@ -29,6 +30,12 @@ class Tower:
 
     def operator(self, who: str = "admin") -> OperatorClient:
         return OperatorClient(self.url, self.tokens[who], client=f"test-{who}")
+
+    def operator_conn(self, name: str) -> OperatorConn:
+        """The hub's side of the one operator connection of token ``name``."""
+        assert self.hub.service is not None
+        (op,) = [o for o in self.hub.service.fanout.operators if o.name == name]
+        return op
 
     async def set_policy(self, env: str, policy: EnvPolicy) -> None:
         assert self.hub.service is not None

@@ -115,12 +115,6 @@ def between(messages: list[dict[str, Any]], start: str, end: str) -> list[dict[s
     return messages[i + 1 : j + 1]
 
 
-def conn_of(tower: Tower, name: str) -> OperatorConn:
-    assert tower.hub.service is not None
-    (op,) = [o for o in tower.hub.service.fanout.operators if o.name == name]
-    return op
-
-
 # ------------------------------------------------------------ end to end
 
 
@@ -131,8 +125,8 @@ async def test_batching_client_gets_multi_message_frames_with_the_same_messages(
     single = await raw_operator(tower, "viewer", {"client": "raw-single"})
     try:
         await wait_for(lambda: len(svc.fanout.operators) == 2)
-        assert conn_of(tower, "admin").batch is True
-        assert conn_of(tower, "viewer").batch is False
+        assert tower.operator_conn("admin").batch is True
+        assert tower.operator_conn("viewer").batch is False
         svc.alert("info", "start")
 
         # Several agents at once, each running actions as fast as it can...
@@ -186,7 +180,7 @@ async def test_batching_client_gets_multi_message_frames_with_the_same_messages(
             assert states and states[-1] == "succeeded", (aid, states)
             ranks = [order.index(s) for s in states if s in order]
             assert ranks == sorted(ranks), (aid, states)
-        assert conn_of(tower, "admin").resyncs == 0 and conn_of(tower, "viewer").resyncs == 0
+        assert tower.operator_conn("admin").resyncs == 0 and tower.operator_conn("viewer").resyncs == 0
     finally:
         await batched.close()
         await single.close()
@@ -212,7 +206,7 @@ async def test_operator_client_asks_for_batches_and_sees_every_event(tower: Towe
     svc = tower.hub.service
     assert svc is not None
     async with tower.operator("admin") as op:
-        assert conn_of(tower, "admin").batch is True
+        assert tower.operator_conn("admin").batch is True
         for k in range(600):  # more than one frame's worth
             svc.alert("info", f"burst {k}")
         seen: list[str] = []

@@ -34,7 +34,7 @@ from agent_shim import Action, ActionDenied, Shim, new_action_id
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import PROTOCOL_VERSION, ActionEvent, Alert
 from towerctl.audit.verify import verify_database
-from towerctl.hub.fanout import QUEUE_LIMIT, OperatorConn
+from towerctl.hub.fanout import QUEUE_LIMIT
 
 from .conftest import Tower, next_event, wait_for
 from .test_faults import check_invariants
@@ -288,12 +288,6 @@ async def stalled_operator(tower: Tower, who: str):  # type: ignore[no-untyped-d
     return ws
 
 
-def conn_of(tower: Tower, name: str) -> OperatorConn:
-    assert tower.hub.service is not None
-    (op,) = [o for o in tower.hub.service.fanout.operators if o.name == name]
-    return op
-
-
 async def test_stalled_operator_never_stalls_the_hub_or_other_operators(tower: Tower) -> None:
     svc = tower.hub.service
     assert svc is not None
@@ -305,7 +299,7 @@ async def test_stalled_operator_never_stalls_the_hub_or_other_operators(tower: T
         Shim(tower.url, tower.tokens["agent"], agent="busy", env="dev") as shim,
     ):
         await wait_for(lambda: len(svc.fanout.operators) == 2)
-        lagging, good = conn_of(tower, "viewer"), conn_of(tower, "admin")
+        lagging, good = tower.operator_conn("viewer"), tower.operator_conn("admin")
         alerts = 0
         seen_backlog = 0
         shim_latency: list[float] = []
@@ -393,7 +387,7 @@ async def test_operator_that_sends_requests_but_never_reads_is_disconnected(towe
     stalled = await stalled_operator(tower, "viewer")
     async with tower.operator("admin") as healthy:
         await wait_for(lambda: len(svc.fanout.operators) == 2)
-        lagging = conn_of(tower, "viewer")
+        lagging = tower.operator_conn("viewer")
         payload = "y" * 3900
         for j in range(QUEUE_LIMIT + 2000):  # fill the socket buffers, then overflow once
             svc.alert("info", f"fill {j} {payload}")
