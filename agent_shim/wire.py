@@ -256,11 +256,11 @@ def select_lines(_conn: object, offered: Sequence[str]) -> Subprotocol | None:
     return cast("Subprotocol", LINES_SUBPROTOCOL) if LINES_SUBPROTOCOL in offered else None
 
 
-def frame_lines(frame: str | bytes, lines: bool) -> list[str | bytes]:
+def frame_lines(frame: str | bytes, lines: bool) -> Sequence[str | bytes]:
     """The messages of one frame: its lines under LINES_SUBPROTOCOL, else
     itself. A binary frame is never split: it is refused once, as a frame."""
     if lines and isinstance(frame, str):
-        return list(frame.split("\n"))
+        return frame.split("\n")
     return [frame]
 
 

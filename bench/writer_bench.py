@@ -114,7 +114,7 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
             writer._conn.execute(statement)
         t0 = time.time_ns() // 1_000_000
         sids = [f"s-{uuid.uuid4().hex[:16]}" for _ in range(sessions)]
-        start = [
+        start: list[Callable[[Tx], object]] = [
             partial(
                 ops.session_started,
                 row=SessionRow(
@@ -133,7 +133,7 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
             )
             for s in sids
         ]
-        writer._apply(start)  # type: ignore[arg-type]
+        writer._apply(start)
         batches = Batches(sids, batch, t0)
 
         def apply(n: int) -> None:
