@@ -47,8 +47,19 @@ class Ruling:
 
 def judge(policy: EnvPolicy, env: str, action: Action) -> Ruling:
     """Classify ``action`` and apply ``policy``: the one judgement both sides make."""
+    return Ruling(
+        action=action,
+        digest=action.digest(),
+        evaluation=assess(policy, env, action),
+        timeout_s=policy.approval_timeout_s,
+    )
+
+
+def assess(policy: EnvPolicy, env: str, action: Action) -> Evaluation:
+    """:func:`judge` without the digest, for the hub: it has just computed the
+    digest from the dump it stores, and a second one cost ~15 us per action."""
     assessment = classify(action.kind, action.command, declared=action.declared_risk)
-    ev = evaluate(
+    return evaluate(
         policy,
         env,
         action.kind,
@@ -57,7 +68,6 @@ def judge(policy: EnvPolicy, env: str, action: Action) -> Ruling:
         assessment.reasons,
         assessment.segments,
     )
-    return Ruling(action=action, digest=action.digest(), evaluation=ev, timeout_s=policy.approval_timeout_s)
 
 
 class Gate:

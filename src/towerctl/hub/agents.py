@@ -15,7 +15,7 @@ import uuid
 from websockets.asyncio.server import ServerConnection
 
 from agent_shim.agent_messages import body_digest
-from agent_shim.gate import judge
+from agent_shim.gate import assess
 from agent_shim.policy import RateWindow
 from agent_shim.protocol import (
     PROTOCOL_VERSION,
@@ -148,8 +148,7 @@ class AgentSide(ServiceBase):
             return
         ts = now_ms()
         version, pol = self.reg.policy(sess.env)
-        hub = judge(pol, sess.env, action)
-        ev = hub.evaluation
+        ev = assess(pol, sess.env, action)
         if msg.verdict == "allow":
             # The shim has already run it: record the truth (the alarm is
             # raised below, once the record is durable).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from agent_shim.gate import judge
+from agent_shim.gate import assess
 from agent_shim.protocol import Decision, encode
 from towerctl.auth import Principal
 from towerctl.hub.registry import PendingAction
@@ -94,7 +94,7 @@ class Decisions(ServiceBase):
             raise Refused("forbidden", f"token not valid for environment {pending.info.env}")
         if approve:
             _, pol = self.reg.policy(pending.info.env)
-            again = judge(pol, pending.info.env, pending.info.action)
+            again = assess(pol, pending.info.env, pending.info.action)
             if again.verdict == "deny":
                 raise Refused("policy_denies", f"policy denies this action: {again.explanation}")
         await self._decide(pending, "approved" if approve else "denied", principal.name, reason)

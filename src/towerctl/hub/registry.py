@@ -43,7 +43,9 @@ class LiveSession:
     pause_reasons: set[str] = field(default_factory=set)
 
     def info(self, now_rate: int = 0) -> SessionInfo:
-        return SessionInfo(
+        # Every field was validated when the session said hello, or is the
+        # hub's own: no second validation for each of the ~1 event per action.
+        return SessionInfo.model_construct(
             session_id=self.session_id,
             agent=self.agent,
             env=self.env,
