@@ -71,8 +71,16 @@ def _check(value: Any, depth: int = 0) -> None:
 
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
-    _check(value)
-    return _ENCODER.encode(value).encode("utf-8")
+    return canonical_text(value).encode("utf-8")
+
+
+def canonical_text(value: Any, *, checked: bool = True) -> str:
+    """:func:`canonical_json` before its UTF-8 encoding, for a caller that
+    puts it inside a larger canonical text. ``checked=False`` skips the walk
+    (see :func:`canonical_json_unchecked`)."""
+    if checked:
+        _check(value)
+    return _ENCODER.encode(value)
 
 
 def canonical_json_unchecked(value: Mapping[str, object]) -> bytes:

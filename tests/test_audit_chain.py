@@ -333,6 +333,70 @@ def test_append_refuses_floats(ts_ms: object, data: dict[str, object]) -> None:
         )
 
 
+ODD = 'naïve "q" \\ \t\n\x00\x1f \U0001f680 \u2028 </script>'
+
+
+@pytest.mark.parametrize(
+    ("event", "actor", "session_id", "action_id", "data"),
+    [
+        pytest.param("hub.started", "hub", None, None, {}, id="nulls, empty data"),
+        pytest.param("action.running", "agent:a", "s-1", "a-1", {"from": "allowed"}, id="ids"),
+        pytest.param(ODD, ODD, ODD, ODD, {ODD: [ODD, 1, None, True, {"z": -2**70, "a": ""}]}, id="odd text"),
+        pytest.param("e", "a", "", "", {"k": {"deep": [[[]]]}}, id="empty ids"),
+    ],
+)
+def test_records_assembled_field_by_field_are_the_canonical_encoding_of_the_dict(
+    event: str, actor: str, session_id: str | None, action_id: str | None, data: dict[str, object]
+) -> None:
+    record = {
+        "seq": 12,
+        "ts_ms": 1_700_000_000_000,
+        "event": event,
+        "actor": actor,
+        "session_id": session_id,
+        "action_id": action_id,
+        "data": data,
+    }
+    whole = canonical_json(record)
+    head = ChainHead(11, "ab" * 32)
+    fields = dict(
+        ts_ms=1_700_000_000_000, event=event, actor=actor, session_id=session_id, action_id=action_id
+    )
+    for row in (
+        head.append(**fields, data=data),
+        head.append(**fields, data=data, typed=True),
+        head.append(**fields, data=chain.CanonicalJSON(canonical_json(data).decode())),
+    ):
+        assert row.body.encode("utf-8") == whole
+        assert row.hash == record_hash(12, "ab" * 32, whole)
+
+
+def test_proposed_data_spliced_from_column_json_is_the_canonical_encoding() -> None:
+    from towerctl.store.ops import proposed_data, to_json
+
+    body = {"action_id": "a-1", "kind": "shell", "command": ODD, "declared_risk": None, "cwd": ""}
+    for reasons, rule in (((), None), ((ODD, "x"), {"match": ODD, "verdict": "ask", "kind": "*"})):
+        data = {
+            "body": body,
+            "digest": "d" * 64,
+            "risk": "destructive",
+            "reasons": list(reasons),
+            "policy_verdict": "ask",
+            "rule": rule,
+        }
+        spliced = proposed_data(
+            to_json(body), "d" * 64, "ask", to_json(list(reasons)), "destructive", to_json(rule)
+        )
+        assert spliced.encode("utf-8") == canonical_json(data)
+
+
+@pytest.mark.parametrize("bad", [{"event": 1}, {"actor": None}, {"session_id": 5}, {"action_id": b"a"}])
+def test_record_fields_of_the_wrong_type_are_refused(bad: dict[str, object]) -> None:
+    fields: dict[str, object] = dict(event="e", actor="a", session_id=None, action_id=None) | bad
+    with pytest.raises(TypeError):
+        ChainHead().append(ts_ms=1, data={}, **fields)  # type: ignore[arg-type]
+
+
 def test_checkpoint_message_and_signature() -> None:
     h = "22" * 32
     assert checkpoint_message(3, h) == CHECKPOINT_TAG + (3).to_bytes(8, "big") + bytes.fromhex(h)

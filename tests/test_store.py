@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import sqlite3
 import stat
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_shim.canonical import canonical_json
 from towerctl.audit import chain
 from towerctl.audit.signing import load_public_key
 from towerctl.audit.verify import export_audit, verify_database
@@ -293,6 +295,29 @@ async def test_propose_decide_run_finish_round_trip(store: Store) -> None:
     assert events(await store.audit_rows(session_id="s-1"))[0] == "session.started"
     assert events(await store.audit_rows(actor="alice")) == ["action.approved"]
     assert [r.seq for r in await store.audit_rows(since_seq=3, limit=2)] == [4, 5]
+    assert (await store.verify()).ok
+
+
+async def test_the_per_action_records_are_canonical_without_the_walk(store: Store) -> None:
+    """The writer skips the float walk for the records of a proposal and its
+    outcome (typed=True): re-encoding each stored body canonically must give
+    back the very bytes that were hashed, odd text included."""
+    odd = 'naïve "quoted" \\ tab\t nl\n nul\x00 emoji \U0001f680 \u2028'
+    row = dataclasses.replace(
+        action("a-odd", state="allowed", verdict="allow"),
+        command=odd,
+        body={"action_id": "a-odd", "kind": "shell", "command": odd, "declared_risk": None},
+        rule=None,
+    )
+    await store.session_started(session(), resumed=False, ts_ms=T0)
+    await store.action_proposed(row, actor="agent:claude", ts_ms=T0 + 1, started=True)
+    outcome = OutcomeRow("a-odd", "failed", 3, 12, None, odd, T0 + 2)
+    await store.action_finished(outcome, actor="agent:claude", ts_ms=T0 + 2)
+    rows = await store.audit_rows(action_id="a-odd")
+    assert events(rows) == ["action.proposed", "action.allowed", "action.running", "action.failed"]
+    for r in rows:
+        assert canonical_json(json.loads(r.body)) == r.body.encode("utf-8")
+    assert rows[0].data["body"] == row.body and rows[3].data["output_tail"] == odd
     assert (await store.verify()).ok
 
 

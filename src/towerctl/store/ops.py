@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Final
 
+from towerctl.audit.chain import CanonicalJSON
 from towerctl.store.models import (
     ActionRow,
     AlreadyDecided,
@@ -45,11 +46,15 @@ _COLUMN_JSON: Final = json.JSONEncoder(
 )
 
 
+#: The canonical encoder's string escapes (see towerctl.audit.chain).
+_STR: Final = json.encoder.encode_basestring
+
+
 def to_json(value: object) -> str:
-    """JSON for a column copy. Not run through ``canonical_json``'s (slow, pure
-    Python) checks on purpose: every value stored this way also goes into the
-    same operation's audit record, whose canonical encoding refuses floats and
-    odd keys and so rolls the whole operation back."""
+    """JSON for a column copy, with canonical_text's rules but not its walk
+    for floats and odd keys: values stored this way are either typed (an
+    action's body, reasons and rule, from a strict model) or also go into a
+    checked audit record, which rolls the operation back."""
     return _COLUMN_JSON.encode(value)
 
 
@@ -126,8 +131,12 @@ def action_proposed(
         if state is not None:
             return state
         raise InvalidTransition(f"only an allowed action can start at once, not a {row.state} one")
+    # Each JSON value is encoded once, for the row's column and the record.
+    body = to_json(row.body)
+    reasons = to_json(list(row.reasons))
+    rule = "null" if row.rule is None else to_json(row.rule)
     try:
-        _insert_action(tx, row, "running" if started else row.state)
+        _insert_action(tx, row, "running" if started else row.state, body, reasons, rule)
     except sqlite3.IntegrityError as exc:
         if "FOREIGN KEY" in str(exc):
             raise NotFound(f"no session {row.session_id}") from exc
@@ -141,14 +150,7 @@ def action_proposed(
         ts_ms=ts_ms,
         session_id=row.session_id,
         action_id=row.action_id,
-        data={
-            "body": row.body,
-            "digest": row.digest,
-            "risk": row.risk,
-            "reasons": list(row.reasons),
-            "policy_verdict": row.policy_verdict,
-            "rule": row.rule,
-        },
+        data=proposed_data(body, row.digest, row.policy_verdict, reasons, row.risk, rule),
     )
     tx.audit(
         f"action.{row.state}",
@@ -157,6 +159,7 @@ def action_proposed(
         session_id=row.session_id,
         action_id=row.action_id,
         data={"digest": row.digest, "policy_verdict": row.policy_verdict, "expires_at": row.expires_at},
+        typed=True,
     )
     if started:
         tx.audit(
@@ -166,6 +169,7 @@ def action_proposed(
             session_id=row.session_id,
             action_id=row.action_id,
             data={"from": "allowed"},
+            typed=True,
         )
     return None
 
@@ -183,7 +187,32 @@ def _resent(tx: Tx, row: ActionRow) -> str | None:
     return str(existing[2])
 
 
-def _insert_action(tx: Tx, row: ActionRow, state: str) -> None:
+def proposed_data(body: str, digest: str, verdict: str, reasons: str, risk: str, rule: str) -> CanonicalJSON:
+    """The data of an ``action.proposed`` record around JSON values already
+    encoded by to_json (same rules as canonical_text), in sorted key order;
+    a test holds it equal to encoding the dict."""
+    return CanonicalJSON(
+        "".join(
+            (
+                '{"body":',
+                body,
+                ',"digest":',
+                _STR(digest),
+                ',"policy_verdict":',
+                _STR(verdict),
+                ',"reasons":',
+                reasons,
+                ',"risk":',
+                _STR(risk),
+                ',"rule":',
+                rule,
+                "}",
+            )
+        )
+    )
+
+
+def _insert_action(tx: Tx, row: ActionRow, state: str, body: str, reasons: str, rule: str) -> None:
     tx.conn.execute(
         "INSERT INTO actions (action_id, session_id, kind, command, target, digest, risk, reasons,"
         " policy_verdict, rule, state, body, created_at, updated_at, expires_at)"
@@ -196,11 +225,11 @@ def _insert_action(tx: Tx, row: ActionRow, state: str) -> None:
             row.target,
             row.digest,
             row.risk,
-            to_json(list(row.reasons)),
+            reasons,
             row.policy_verdict,
-            None if row.rule is None else to_json(row.rule),
+            None if row.rule is None else rule,
             state,
-            to_json(row.body),
+            body,
             row.created_at,
             row.updated_at,
             row.expires_at,
@@ -362,4 +391,5 @@ def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> N
             "output_tail": outcome.output_tail,
             "from": old,
         },
+        typed=True,
     )

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from towerctl.audit.chain import AuditRow, ChainHead, CheckpointRow
+from towerctl.audit.chain import AuditRow, CanonicalJSON, ChainHead, CheckpointRow
 from towerctl.audit.signing import key_id, sign_checkpoint
 
 _INSERT_AUDIT: Final = (
@@ -58,9 +58,10 @@ class Tx:
         *,
         actor: str,
         ts_ms: int,
-        data: Mapping[str, object],
+        data: Mapping[str, object] | CanonicalJSON,
         session_id: str | None = None,
         action_id: str | None = None,
+        typed: bool = False,
     ) -> AuditRow:
         row = self.head.append(
             ts_ms=ts_ms,
@@ -69,6 +70,7 @@ class Tx:
             session_id=session_id,
             action_id=action_id,
             data=data,
+            typed=typed,
         )
         self.conn.execute(
             _INSERT_AUDIT,
