@@ -28,14 +28,14 @@ from agent_shim.protocol import (
     Welcome,
     encode,
 )
-from agent_shim.types import Verdict, strictest_verdict, worst_risk
+from agent_shim.types import ActionState, Verdict, strictest_verdict, worst_risk
 from towerctl.auth import Principal
 from towerctl.hub.registry import LiveSession, PendingAction
 from towerctl.hub.service_base import Refused, ServiceBase, now_ms
 from towerctl.store import Conflict
 from towerctl.store.models import ActionRow, SessionRow
 
-_STATE_FOR = {"allow": "allowed", "ask": "pending", "deny": "denied"}
+_STATE_FOR: dict[str, ActionState] = {"allow": "allowed", "ask": "pending", "deny": "denied"}
 
 
 class AgentSide(ServiceBase):
@@ -206,9 +206,9 @@ class AgentSide(ServiceBase):
                 sess.session_id,
             )
             await self.send_agent(sess, encode(PolicyUpdate(env=sess.env, policy=pol, version=version)))
-        # Every field below is the validated message's or the hub's own: no
-        # second validation pass (~15 us) on the per-action path.
-        info = ActionInfo.model_construct(
+        # Validated, not model_construct: pydantic's construct is pure Python
+        # and takes twice as long as its compiled validation (20 vs 9 us here).
+        info = ActionInfo(
             action=action,
             session_id=sess.session_id,
             agent=sess.agent,

@@ -43,9 +43,9 @@ class LiveSession:
     pause_reasons: set[str] = field(default_factory=set)
 
     def info(self, now_rate: int = 0) -> SessionInfo:
-        # Every field was validated when the session said hello, or is the
-        # hub's own: no second validation for each of the ~1 event per action.
-        return SessionInfo.model_construct(
+        # Validated, not model_construct: pydantic's construct is pure Python
+        # and takes twice as long as its compiled validation (10 vs 6 us).
+        return SessionInfo(
             session_id=self.session_id,
             agent=self.agent,
             env=self.env,
