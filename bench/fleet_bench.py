@@ -52,7 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import ServedHub, pct, start_hub  # noqa: E402
+from harness import ServedHub, machine_busy_s, pct, start_hub  # noqa: E402
 
 from agent_shim.protocol import ActionEvent  # noqa: E402
 from towerctl.operator import OperatorClient  # noqa: E402
@@ -170,24 +170,36 @@ async def run_json_proc(argv: list[str], timeout: float, hook: EventHook | None 
     return done
 
 
+def _self_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 class CpuProbe:
     """Hook that samples a process's CPU time and RSS at measuring/measured."""
 
     def __init__(self, pid: int, on_measuring: Callable[[], Awaitable[None]] | None = None) -> None:
         self.pid = pid
         self.on_measuring = on_measuring
-        self.c0 = self.t0 = 0.0
+        self.c0 = self.t0 = self.busy0 = self.self0 = 0.0
         self.cpu = float("nan")
+        #: Cores busy on the whole machine, and in this process (the bench's
+        #: operator client runs here), over the same windows.
+        self.machine = self.self_cpu = float("nan")
         self.rss_during = 0
 
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "measuring":
             self.c0, self.t0 = proc_cpu_s(self.pid), time.monotonic()
+            self.busy0, self.self0 = machine_busy_s(), _self_cpu_s()
             self.rss_during = rss_kib(self.pid)
             if self.on_measuring is not None:
                 await self.on_measuring()
         elif ev.get("event") == "measured":
-            self.cpu = (proc_cpu_s(self.pid) - self.c0) / max(1e-9, time.monotonic() - self.t0)
+            wall = max(1e-9, time.monotonic() - self.t0)
+            self.cpu = (proc_cpu_s(self.pid) - self.c0) / wall
+            self.machine = (machine_busy_s() - self.busy0) / wall
+            self.self_cpu = (_self_cpu_s() - self.self0) / wall
             self.rss_during = max(self.rss_during, rss_kib(self.pid))
 
 
@@ -465,6 +477,15 @@ class Bench:
             "offered_rate": round(rate),
             "achieved_rate": spread(res["rates"], 0),
             "hub_cpu": round(probe.cpu, 2),
+            # Who else was busy: on two cores the load and the operator client
+            # compete with the hub, and latency is queueing for the CPU.
+            "cpu_cores": {
+                "hub": round(probe.cpu, 2),
+                "load": res["client_cpu"],
+                "operator_client": round(probe.self_cpu, 2),
+                "machine": round(probe.machine, 2),
+                "of": os.cpu_count() or 0,
+            },
             "errors": res["errors"],
             "allowed_ms": {q: spread([w[q] for w in allowed_w], 2) for q in ("p50", "p99", "p99.9")},
             "allowed_ms_pooled": res["allowed_ms_pooled"],
@@ -748,6 +769,17 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "1,000/s",
             )
         )
+        if "cpu_cores" in lat:
+            c = lat["cpu_cores"]
+            rows.append(
+                (
+                    f"@{lat['offered_rate']}/s cores busy: hub / load / operator client / machine",
+                    f"{c['hub']} / {c['load']} / {c['operator_client']} / {c['machine']} of {c['of']}",
+                    "—",
+                    "—",
+                    "—",
+                )
+            )
         for q in ("p50", "p99", "p99.9"):
             rows.append(
                 (
