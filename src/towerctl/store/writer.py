@@ -197,6 +197,7 @@ class Writer:
                 f"key {last[1]}; use the key this database was written with"
             )
         tx.load_head()
+        tx.defer_audit()
         return tx
 
     def _close_conn(self) -> None:
@@ -362,10 +363,11 @@ class Writer:
             # (`towerctl token create`, `policy apply --db`) may have appended
             # since, and a failed COMMIT leaves our copy uncertain. Two indexed
             # reads per batch, not per write.
+            tx.drop_deferred()
             tx.load_head()
             self._stale = False
             for op in ops:
-                head, last_cp = tx.head, tx.last_checkpoint_seq
+                head, last_cp, mark = tx.head, tx.last_checkpoint_seq, tx.deferred_mark()
                 if isolate:
                     conn.execute("SAVEPOINT op")
                 try:
@@ -381,6 +383,7 @@ class Writer:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     tx.head, tx.last_checkpoint_seq = head, last_cp
+                    tx.drop_deferred(mark)
                     results.append((False, exc))
                     continue
                 if isolate:
@@ -388,9 +391,11 @@ class Writer:
                 results.append((True, value))
                 if tx.head.seq - tx.last_checkpoint_seq >= self.checkpoint_every:
                     tx.write_checkpoint()
+            tx.flush_audit()
             conn.execute("COMMIT")
         except BaseException:
             self._stale = True
+            tx.drop_deferred()
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
