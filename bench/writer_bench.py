@@ -62,13 +62,15 @@ class Batches:
         self.size = size
         self.t0 = t0
         self._next_session = itertools.cycle(range(len(sessions)))
-        self._previous: list[str] = []
+        self._previous: list[tuple[str, str]] = []
 
     def next(self) -> list[Callable[[Tx], object]]:
         ids = [str(uuid.uuid4()) for _ in range(self.size)]
         out: list[Callable[[Tx], object]] = []
+        made: list[tuple[str, str]] = []
         for aid in ids:
             sid = self.sessions[next(self._next_session) * 7919 % len(self.sessions)]
+            made.append((aid, sid))
             row = ActionRow(
                 action_id=aid,
                 session_id=sid,
@@ -89,7 +91,7 @@ class Batches:
             out.append(
                 partial(ops.action_proposed, row=row, actor="agent:bench", ts_ms=self.t0, started=True)
             )
-        for aid in self._previous:
+        for aid, sid in self._previous:
             outcome = OutcomeRow(
                 action_id=aid,
                 status="succeeded",
@@ -99,8 +101,13 @@ class Batches:
                 output_tail="ok",
                 reported_at=self.t0,
             )
-            out.append(partial(ops.action_finished, outcome=outcome, actor="agent:bench", ts_ms=self.t0))
-        self._previous = ids
+            # As the hub does: it knows the action is running, for which session.
+            expect = (sid, "running")
+            finish = partial(
+                ops.action_finished, outcome=outcome, actor="agent:bench", ts_ms=self.t0, expect=expect
+            )
+            out.append(finish)
+        self._previous = made
         return out
 
 

@@ -321,6 +321,60 @@ async def test_the_per_action_records_are_canonical_without_the_walk(store: Stor
     assert (await store.verify()).ok
 
 
+@pytest.mark.parametrize(
+    ("expect", "recorded_from"),
+    [
+        pytest.param(("s-1", "running"), "running", id="belief right: one compare-and-set"),
+        pytest.param(("s-1", "allowed"), "running", id="stale state: the read decides"),
+        pytest.param(("s-2", "running"), "running", id="wrong session: the read decides"),
+        pytest.param(("s-1", "pending"), "running", id="unfinishable belief: the read decides"),
+        pytest.param(None, "running", id="no belief"),
+    ],
+)
+async def test_an_outcome_with_the_hubs_belief_records_the_truth(
+    store: Store, expect: tuple[str, str] | None, recorded_from: str
+) -> None:
+    await store.session_started(session(), resumed=False, ts_ms=T0)
+    await store.action_proposed(
+        action("a-1", state="allowed", verdict="allow"), actor="agent:claude", ts_ms=T0 + 1, started=True
+    )
+    outcome = OutcomeRow("a-1", "succeeded", 0, 5, None, "ok", T0 + 2)
+    await store.action_finished(outcome, actor="agent:claude", ts_ms=T0 + 2, expect=expect)
+    row = await store.action("a-1")
+    assert row is not None and (row.state, row.updated_at) == ("succeeded", T0 + 2)
+    assert await store.outcome("a-1") == outcome
+    last = (await store.audit_rows(action_id="a-1"))[-1]
+    assert (last.event, last.session_id, last.data["from"]) == ("action.succeeded", "s-1", recorded_from)
+    # A second report, whatever the caller believes, is refused and changes nothing.
+    for again in (expect, ("s-1", "running"), None):
+        with pytest.raises(InvalidTransition):
+            await store.action_finished(outcome, actor="agent:claude", ts_ms=T0 + 3, expect=again)
+    assert len(await store.audit_rows(action_id="a-1")) == 4
+    assert (await store.verify()).ok
+
+
+def test_a_right_belief_finishes_an_action_without_reading_it(db: Path) -> None:
+    """The per-report fast path: one UPDATE that checks and moves, no SELECT."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from towerctl.store import ops
+
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn)
+        tx = Tx(conn, Ed25519PrivateKey.generate())
+        ops.session_started(tx, session(), resumed=False, ts_ms=T0)
+        allowed = action("a-1", state="allowed", verdict="allow")
+        ops.action_proposed(tx, allowed, actor="a", ts_ms=T0, started=True)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        outcome = OutcomeRow("a-1", "failed", 2, 5, None, "", T0 + 1)
+        ops.action_finished(tx, outcome, actor="a", ts_ms=T0 + 1, expect=("s-1", "running"))
+        conn.set_trace_callback(None)
+        assert [st.split()[0] for st in statements] == ["UPDATE", "INSERT", "INSERT"]
+        assert conn.execute("SELECT state FROM actions").fetchall() == [("failed",)]
+
+
 async def test_second_decision_raises_already_decided(store: Store) -> None:
     await store.session_started(session(), resumed=False, ts_ms=T0)
     await store.action_proposed(action(), actor="agent:claude", ts_ms=T0)

@@ -108,7 +108,10 @@ class ActionOutcomes(ServiceBase):
                 "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot have {msg.status}"
             )
         fut = self.store.queue_action_finished(
-            self._outcome(msg), actor=f"agent:{sess.agent}", ts_ms=now_ms()
+            self._outcome(msg),
+            actor=f"agent:{sess.agent}",
+            ts_ms=now_ms(),
+            expect=(live.info.session_id, live.state),
         )
         live.state = msg.status
 

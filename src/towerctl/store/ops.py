@@ -348,7 +348,25 @@ def action_state(
     )
 
 
-def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
+def action_finished(
+    tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int, expect: tuple[str, str] | None = None
+) -> None:
+    """``expect``: the (session, state) the hub believes the action is in.
+    Then one compare-and-set UPDATE both checks and moves it, instead of a
+    read first; if the row is not in that state the read decides the error
+    (or the truth, when the hub's belief was out of date but still legal).
+    An outcome already reported leaves no finishable state, and the outcomes
+    primary key refuses a second one regardless."""
+    if expect is not None and expect[1] in FINISHABLE:
+        session_id, old = expect
+        moved = tx.conn.execute(
+            "UPDATE actions SET state = ?, updated_at = ?"
+            " WHERE action_id = ? AND session_id = ? AND state = ?",
+            (outcome.status, ts_ms, outcome.action_id, session_id, old),
+        ).rowcount
+        if moved == 1:
+            _record_outcome(tx, outcome, session_id, old, actor=actor, ts_ms=ts_ms)
+            return
     row = tx.one(
         "SELECT a.session_id, a.state, o.action_id FROM actions a"
         " LEFT JOIN outcomes o ON o.action_id = a.action_id WHERE a.action_id = ?",
@@ -362,6 +380,16 @@ def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> N
     if old not in FINISHABLE:
         raise InvalidTransition(f"action {outcome.action_id} is {old}; it cannot have {outcome.status}")
     tx.conn.execute(
+        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
+        (outcome.status, ts_ms, outcome.action_id),
+    )
+    _record_outcome(tx, outcome, str(session_id), str(old), actor=actor, ts_ms=ts_ms)
+
+
+def _record_outcome(
+    tx: Tx, outcome: OutcomeRow, session_id: str, old: str, *, actor: str, ts_ms: int
+) -> None:
+    tx.conn.execute(
         "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest,"
         " output_tail, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
@@ -374,15 +402,11 @@ def action_finished(tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> N
             outcome.reported_at,
         ),
     )
-    tx.conn.execute(
-        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
-        (outcome.status, ts_ms, outcome.action_id),
-    )
     tx.audit(
         f"action.{outcome.status}",
         actor=actor,
         ts_ms=ts_ms,
-        session_id=str(session_id),
+        session_id=session_id,
         action_id=outcome.action_id,
         data={
             "exit_code": outcome.exit_code,

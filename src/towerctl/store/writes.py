@@ -152,14 +152,22 @@ class StoreWrites:
             )
         )
 
-    async def action_finished(self, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> None:
-        await self.queue_action_finished(outcome, actor=actor, ts_ms=ts_ms)
+    async def action_finished(
+        self, outcome: OutcomeRow, *, actor: str, ts_ms: int, expect: tuple[str, str] | None = None
+    ) -> None:
+        await self.queue_action_finished(outcome, actor=actor, ts_ms=ts_ms, expect=expect)
 
-    def queue_action_finished(self, outcome: OutcomeRow, *, actor: str, ts_ms: int) -> asyncio.Future[None]:
+    def queue_action_finished(
+        self, outcome: OutcomeRow, *, actor: str, ts_ms: int, expect: tuple[str, str] | None = None
+    ) -> asyncio.Future[None]:
+        """``expect``: (session, state) the caller believes the action is in
+        (see ops.action_finished); a wrong belief costs a read, not a wrong write."""
         _ms(ts_ms)
         if outcome.status not in ("succeeded", "failed"):
             raise StoreError(f"outcome status must be succeeded or failed, not {outcome.status}")
-        return self._queue(partial(ops.action_finished, outcome=outcome, actor=actor, ts_ms=ts_ms))
+        return self._queue(
+            partial(ops.action_finished, outcome=outcome, actor=actor, ts_ms=ts_ms, expect=expect)
+        )
 
     async def env_frozen(self, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
         _ms(ts_ms)
