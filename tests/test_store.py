@@ -160,32 +160,87 @@ async def test_migrations_are_idempotent(db: Path, key: Path) -> None:
         await Store.open(db, key_path=key)
 
 
-async def test_a_version_1_log_upgrades_with_its_records_and_hashes_intact(db: Path, key: Path) -> None:
-    """Version 2 drops the audit log's per-action and per-session indexes
-    (schema.py says why); a log written under version 1 keeps every record,
-    still verifies, and per-action reads still find them."""
-    s = await Store.open(db, key_path=key)
-    try:
-        await s.session_started(session(), resumed=False, ts_ms=T0)
-        await s.action_proposed(action(), actor="agent:claude", ts_ms=T0 + 1)
-    finally:
-        await s.close()
+def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]:
+    """A log as towerctl wrote it under schema ``version``: a session, a
+    pending action and a finished one (its outcome in the outcomes table of
+    versions 1-2). Returns the audit table's rows."""
+    from towerctl.audit.signing import load_or_create_key
+    from towerctl.store import ops
+    from towerctl.store.schema import _statements
+
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        conn.execute("CREATE INDEX audit_by_action ON audit (action_id, seq) WHERE action_id IS NOT NULL")
-        conn.execute("CREATE INDEX audit_by_session ON audit (session_id, seq) WHERE session_id IS NOT NULL")
-        conn.execute("PRAGMA user_version = 1")
-        before = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        for script in MIGRATIONS[:version]:
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+        tx = Tx(conn, load_or_create_key(key))
+        conn.execute("BEGIN IMMEDIATE")
+        ops.session_started(tx, session(), resumed=False, ts_ms=T0)
+        ops.action_proposed(tx, action(), actor="agent:claude", ts_ms=T0 + 1)
+        done = action("a-2", state="allowed", verdict="allow")
+        ops.action_proposed(tx, done, actor="agent:claude", ts_ms=T0 + 1, started=True)
+        conn.execute(
+            "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest, output_tail,"
+            " reported_at) VALUES ('a-2', 'failed', 3, 40, NULL, 'boom', ?)",
+            (T0 + 2,),
+        )
+        conn.execute("UPDATE actions SET state = 'failed', updated_at = ? WHERE action_id = 'a-2'", (T0 + 2,))
+        tx.audit(
+            "action.failed",
+            actor="agent:claude",
+            ts_ms=T0 + 2,
+            session_id="s-1",
+            action_id="a-2",
+            data={
+                "exit_code": 3,
+                "duration_ms": 40,
+                "output_digest": None,
+                "output_tail": "boom",
+                "from": "running",
+            },
+        )
+        conn.execute("COMMIT")
+        return conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact(
+    db: Path, key: Path, version: int
+) -> None:
+    """Version 2 drops the audit log's per-action and per-session indexes;
+    version 3 moves outcomes into their actions' rows (schema.py says why). A
+    log written under an older version keeps every record and outcome, still
+    verifies, and takes new outcomes."""
+    before = _old_database(db, key, version)
     s = await Store.open(db, key_path=key)
     try:
         assert events(await s.audit_rows(action_id="a-1")) == ["action.proposed", "action.pending"]
+        assert await s.outcome("a-2") == OutcomeRow("a-2", "failed", 3, 40, None, "boom", T0 + 2)
+        assert await s.outcome("a-1") is None
+        await s.action_decided(decision(), new_state="approved", ts_ms=T0 + 3)
+        await s.action_state("a-1", "running", actor="agent:claude", ts_ms=T0 + 4)
+        fresh = OutcomeRow("a-1", "succeeded", 0, 9, None, "ok", T0 + 5)
+        await s.action_finished(fresh, actor="agent:claude", ts_ms=T0 + 5, expect=("s-1", "running"))
+        assert await s.outcome("a-1") == fresh
+        with pytest.raises(InvalidTransition):
+            await s.action_finished(fresh, actor="agent:claude", ts_ms=T0 + 6)
         assert (await s.verify()).ok
     finally:
         await s.close()
     with closing(sqlite3.connect(db)) as conn:
-        assert user_version(conn) == 2
+        assert user_version(conn) == len(MIGRATIONS)
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert not {"audit_by_action", "audit_by_session"} & indexes
         assert conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()[: len(before)] == before
+        # The view keeps queries written against the old table working.
+        assert conn.execute(
+            "SELECT action_id, status, exit_code FROM outcomes ORDER BY action_id"
+        ).fetchall() == [
+            ("a-1", "succeeded", 0),
+            ("a-2", "failed", 3),
+        ]
 
 
 def test_a_process_that_never_closes_its_store_still_exits(tmp_path: Path) -> None:
@@ -371,7 +426,7 @@ def test_a_right_belief_finishes_an_action_without_reading_it(db: Path) -> None:
         outcome = OutcomeRow("a-1", "failed", 2, 5, None, "", T0 + 1)
         ops.action_finished(tx, outcome, actor="a", ts_ms=T0 + 1, expect=("s-1", "running"))
         conn.set_trace_callback(None)
-        assert [st.split()[0] for st in statements] == ["UPDATE", "INSERT", "INSERT"]
+        assert [st.split()[0] for st in statements] == ["UPDATE", "INSERT"]  # the row, its audit record
         assert conn.execute("SELECT state FROM actions").fetchall() == [("failed",)]
 
 

@@ -351,26 +351,23 @@ def action_state(
 def action_finished(
     tx: Tx, outcome: OutcomeRow, *, actor: str, ts_ms: int, expect: tuple[str, str] | None = None
 ) -> None:
-    """``expect``: the (session, state) the hub believes the action is in.
-    Then one compare-and-set UPDATE both checks and moves it, instead of a
-    read first; if the row is not in that state the read decides the error
-    (or the truth, when the hub's belief was out of date but still legal).
-    An outcome already reported leaves no finishable state, and the outcomes
-    primary key refuses a second one regardless."""
+    """Record an action's outcome in its row, with its audit record.
+
+    ``expect``: the (session, state) the hub believes the action is in. Then
+    one compare-and-set UPDATE both checks and records, with no read first;
+    if the row is not in that state the read decides the error (or the
+    truth, when the hub's belief was out of date but still legal)."""
     if expect is not None and expect[1] in FINISHABLE:
         session_id, old = expect
         moved = tx.conn.execute(
-            "UPDATE actions SET state = ?, updated_at = ?"
-            " WHERE action_id = ? AND session_id = ? AND state = ?",
-            (outcome.status, ts_ms, outcome.action_id, session_id, old),
+            _FINISH + " AND session_id = ? AND state = ? AND outcome_status IS NULL",
+            (*_finish_params(outcome, ts_ms), session_id, old),
         ).rowcount
         if moved == 1:
             _record_outcome(tx, outcome, session_id, old, actor=actor, ts_ms=ts_ms)
             return
     row = tx.one(
-        "SELECT a.session_id, a.state, o.action_id FROM actions a"
-        " LEFT JOIN outcomes o ON o.action_id = a.action_id WHERE a.action_id = ?",
-        (outcome.action_id,),
+        "SELECT session_id, state, outcome_status FROM actions WHERE action_id = ?", (outcome.action_id,)
     )
     if row is None:
         raise NotFound(f"no action {outcome.action_id}")
@@ -379,29 +376,33 @@ def action_finished(
         raise InvalidTransition(f"the outcome of {outcome.action_id} was already reported")
     if old not in FINISHABLE:
         raise InvalidTransition(f"action {outcome.action_id} is {old}; it cannot have {outcome.status}")
-    tx.conn.execute(
-        "UPDATE actions SET state = ?, updated_at = ? WHERE action_id = ?",
-        (outcome.status, ts_ms, outcome.action_id),
-    )
+    tx.conn.execute(_FINISH, _finish_params(outcome, ts_ms))
     _record_outcome(tx, outcome, str(session_id), str(old), actor=actor, ts_ms=ts_ms)
+
+
+_FINISH: Final = (
+    "UPDATE actions SET state = ?, updated_at = ?, outcome_status = ?, exit_code = ?, duration_ms = ?,"
+    " output_digest = ?, output_tail = ?, reported_at = ? WHERE action_id = ?"
+)
+
+
+def _finish_params(outcome: OutcomeRow, ts_ms: int) -> tuple[object, ...]:
+    return (
+        outcome.status,
+        ts_ms,
+        outcome.status,
+        outcome.exit_code,
+        outcome.duration_ms,
+        outcome.output_digest,
+        outcome.output_tail,
+        outcome.reported_at,
+        outcome.action_id,
+    )
 
 
 def _record_outcome(
     tx: Tx, outcome: OutcomeRow, session_id: str, old: str, *, actor: str, ts_ms: int
 ) -> None:
-    tx.conn.execute(
-        "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest,"
-        " output_tail, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            outcome.action_id,
-            outcome.status,
-            outcome.exit_code,
-            outcome.duration_ms,
-            outcome.output_digest,
-            outcome.output_tail,
-            outcome.reported_at,
-        ),
-    )
     tx.audit(
         f"action.{outcome.status}",
         actor=actor,

@@ -132,8 +132,8 @@ class StoreReads:
 
     async def outcome(self, action_id: str) -> OutcomeRow | None:
         rows = await self._rows(
-            "SELECT action_id, status, exit_code, duration_ms, output_digest, output_tail,"
-            " reported_at FROM outcomes WHERE action_id = ?",
+            "SELECT action_id, outcome_status, exit_code, duration_ms, output_digest, output_tail,"
+            " reported_at FROM actions WHERE action_id = ? AND outcome_status IS NOT NULL",
             (action_id,),
         )
         return OutcomeRow(*rows[0]) if rows else None
