@@ -232,7 +232,7 @@ async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact
     with closing(sqlite3.connect(db)) as conn:
         assert user_version(conn) == len(MIGRATIONS)
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert not {"audit_by_action", "audit_by_session"} & indexes
+        assert not {"audit_by_action", "audit_by_session", "actions_by_session"} & indexes
         assert conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()[: len(before)] == before
         # The view keeps queries written against the old table working.
         assert conn.execute(

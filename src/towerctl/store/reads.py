@@ -103,7 +103,9 @@ class StoreReads:
         session_id: str | None = None,
         limit: int = 1000,
     ) -> list[ActionRow]:
-        """The newest ``limit`` matching actions, oldest first."""
+        """The newest ``limit`` matching actions, oldest first. By session it
+        walks the actions from the newest (there is no per-session index:
+        schema v3 says why), quick for a session that acted lately."""
         where: list[str] = []
         params: list[object] = []
         if states is not None:
