@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from towerctl.audit.chain import AuditRow, CanonicalJSON, ChainHead, CheckpointRow
+from towerctl.audit.chain import CanonicalJSON, ChainHead, CheckpointRow
 from towerctl.audit.signing import key_id, sign_checkpoint
 
 _INSERT_AUDIT: Final = (
@@ -65,8 +65,8 @@ class Tx:
         session_id: str | None = None,
         action_id: str | None = None,
         typed: bool = False,
-    ) -> AuditRow:
-        row = self.head.append(
+    ) -> None:
+        seq, body, hash_ = self.head.seal(
             ts_ms=ts_ms,
             event=event,
             actor=actor,
@@ -75,23 +75,12 @@ class Tx:
             data=data,
             typed=typed,
         )
-        params = (
-            row.seq,
-            row.ts_ms,
-            row.event,
-            row.actor,
-            row.session_id,
-            row.action_id,
-            row.body,
-            row.prev_hash,
-            row.hash,
-        )
+        params = (seq, ts_ms, event, actor, session_id, action_id, body, self.head.hash, hash_)
         if self._deferred is None:
             self.conn.execute(_INSERT_AUDIT, params)
         else:
             self._deferred.append(params)
-        self.head = ChainHead(row.seq, row.hash)
-        return row
+        self.head = ChainHead(seq, hash_)
 
     # The writer's batches append four audit rows per allowed action; one
     # executemany before COMMIT costs a fraction of a statement each. Nothing
