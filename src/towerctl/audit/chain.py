@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NotRequired, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -115,6 +115,18 @@ def record_hash(seq: int, prev_hash: str, body: bytes) -> str:
     return h.hexdigest()
 
 
+class RecordFields(TypedDict):
+    """What a caller gives :meth:`ChainHead.append` (see :meth:`ChainHead.seal`)."""
+
+    ts_ms: int
+    event: str
+    actor: str
+    session_id: str | None
+    action_id: str | None
+    data: Mapping[str, object] | CanonicalJSON
+    typed: NotRequired[bool]
+
+
 @dataclass(frozen=True, slots=True)
 class ChainHead:
     """Where the next record attaches. Immutable so that a writer can keep the
@@ -123,34 +135,16 @@ class ChainHead:
     seq: int = 0
     hash: str = GENESIS_HASH
 
-    def append(
-        self,
-        *,
-        ts_ms: int,
-        event: str,
-        actor: str,
-        session_id: str | None,
-        action_id: str | None,
-        data: Mapping[str, object] | CanonicalJSON,
-        typed: bool = False,
-    ) -> AuditRow:
+    def append(self, **fields: Unpack[RecordFields]) -> AuditRow:
         """Seal the next record; the new head is ``ChainHead(row.seq, row.hash)``."""
-        seq, text, hash_ = self.seal(
-            ts_ms=ts_ms,
-            event=event,
-            actor=actor,
-            session_id=session_id,
-            action_id=action_id,
-            data=data,
-            typed=typed,
-        )
+        seq, text, hash_ = self.seal(**fields)
         return AuditRow(
             seq=seq,
-            ts_ms=ts_ms,
-            event=event,
-            actor=actor,
-            session_id=session_id,
-            action_id=action_id,
+            ts_ms=fields["ts_ms"],
+            event=fields["event"],
+            actor=fields["actor"],
+            session_id=fields["session_id"],
+            action_id=fields["action_id"],
             body=text,
             prev_hash=self.hash,
             hash=hash_,
