@@ -87,7 +87,12 @@ def canonical_json_unchecked(value: Mapping[str, object]) -> bytes:
     """:func:`canonical_json` without the walk, for a value whose type already
     rules out floats and non-string keys (a strict model of strings, dumped):
     the walk would only look for what it cannot hold, and this runs per action."""
-    return _ENCODER.encode(value).encode("utf-8")
+    return canonical_text(value, checked=False).encode("utf-8")
+
+
+#: How the canonical encoder writes a string (its ``ensure_ascii=False``
+#: escapes), for callers that assemble canonical text field by field.
+canonical_str: Final = json.encoder.encode_basestring
 
 
 def tagged_digest(tag: bytes, value: Any) -> str:

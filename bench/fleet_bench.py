@@ -52,7 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import ServedHub, machine_busy_s, pct, start_hub  # noqa: E402
+from harness import ServedHub, machine_busy_s, pct, self_cpu_s, start_hub  # noqa: E402
 
 from agent_shim.protocol import ActionEvent  # noqa: E402
 from towerctl.operator import OperatorClient  # noqa: E402
@@ -170,11 +170,6 @@ async def run_json_proc(argv: list[str], timeout: float, hook: EventHook | None 
     return done
 
 
-def _self_cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 class CpuProbe:
     """Hook that samples a process's CPU time and RSS at measuring/measured."""
 
@@ -191,7 +186,7 @@ class CpuProbe:
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "measuring":
             self.c0, self.t0 = proc_cpu_s(self.pid), time.monotonic()
-            self.busy0, self.self0 = machine_busy_s(), _self_cpu_s()
+            self.busy0, self.self0 = machine_busy_s(), self_cpu_s()
             self.rss_during = rss_kib(self.pid)
             if self.on_measuring is not None:
                 await self.on_measuring()
@@ -199,7 +194,7 @@ class CpuProbe:
             wall = max(1e-9, time.monotonic() - self.t0)
             self.cpu = (proc_cpu_s(self.pid) - self.c0) / wall
             self.machine = (machine_busy_s() - self.busy0) / wall
-            self.self_cpu = (_self_cpu_s() - self.self0) / wall
+            self.self_cpu = (self_cpu_s() - self.self0) / wall
             self.rss_during = max(self.rss_during, rss_kib(self.pid))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -77,6 +78,12 @@ def proc_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def machine_busy_s() -> float:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from harness import pct
+from harness import pct, self_cpu_s
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -90,11 +90,6 @@ def lat_summary(values_ms: list[float]) -> dict[str, float]:
         "p99.9": round(pct(values_ms, 99.9), 3),
         "max": round(max(values_ms), 3) if values_ms else float("nan"),
     }
-
-
-def cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 @dataclass
@@ -353,13 +348,13 @@ async def measure_windows(meter: Meter, warmup_s: float, windows: int, window_s:
     CPU between them). Returns this process's CPU use in those windows (cores)."""
     await asyncio.sleep(warmup_s)
     meter.open_windows(windows)
-    c0 = cpu_s()
+    c0 = self_cpu_s()
     print(json.dumps({"event": "measuring"}), flush=True)
     for w in range(windows):
         meter.window = w
         await asyncio.sleep(window_s)
     meter.window = -1
-    client_cpu = (cpu_s() - c0) / (windows * window_s)
+    client_cpu = (self_cpu_s() - c0) / (windows * window_s)
     print(json.dumps({"event": "measured"}), flush=True)
     return client_cpu
 

@@ -21,7 +21,7 @@ from typing import Final, NotRequired, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent_shim.canonical import canonical_text
+from agent_shim.canonical import canonical_str, canonical_text
 from towerctl.audit.signing import key_id, verify_checkpoint
 
 RECORD_TAG: Final = b"towerctl/audit/v1\x00"
@@ -186,18 +186,12 @@ class CanonicalJSON(str):
     __slots__ = ()
 
 
-#: The string encoder of the canonical JSONEncoder (ensure_ascii=False): the
-#: same escapes, so a record assembled field by field is byte for byte what
-#: encoding the whole dict gives.
-_STR: Final = json.encoder.encode_basestring
-
-
 def _str_or_null(value: str | None, name: str) -> str:
     if value is None:
         return "null"
     if type(value) is not str:
         raise TypeError(f"{name} must be a string or None")
-    return _STR(value)
+    return canonical_str(value)
 
 
 def record_text(
@@ -220,11 +214,11 @@ def record_text(
             '{"action_id":',
             _str_or_null(action_id, "action_id"),
             ',"actor":',
-            _STR(actor),
+            canonical_str(actor),
             ',"data":',
             data_json,
             ',"event":',
-            _STR(event),
+            canonical_str(event),
             ',"seq":',
             int.__repr__(seq),
             ',"session_id":',

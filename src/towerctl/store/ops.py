@@ -10,11 +10,11 @@ writer, and the loser sees the winner's decision.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Final
 
+from agent_shim.canonical import canonical_str, canonical_text
 from towerctl.audit.chain import CanonicalJSON
 from towerctl.store.models import (
     ActionRow,
@@ -41,21 +41,12 @@ FINISHABLE: Final = frozenset({"running", "allowed", "approved"})
 ENDED: Final = frozenset({"ended", "killed"})
 
 
-_COLUMN_JSON: Final = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-
-
-#: The canonical encoder's string escapes (see towerctl.audit.chain).
-_STR: Final = json.encoder.encode_basestring
-
-
 def to_json(value: object) -> str:
     """JSON for a column copy, with canonical_text's rules but not its walk
     for floats and odd keys: values stored this way are either typed (an
     action's body, reasons and rule, from a strict model) or also go into a
     checked audit record, which rolls the operation back."""
-    return _COLUMN_JSON.encode(value)
+    return canonical_text(value, checked=False)
 
 
 def session_started(tx: Tx, row: SessionRow, *, resumed: bool, ts_ms: int) -> None:
@@ -189,7 +180,7 @@ def _resent(tx: Tx, row: ActionRow) -> str | None:
 
 def proposed_data(body: str, digest: str, verdict: str, reasons: str, risk: str, rule: str) -> CanonicalJSON:
     """The data of an ``action.proposed`` record around JSON values already
-    encoded by to_json (same rules as canonical_text), in sorted key order;
+    encoded by to_json (canonical_text), in sorted key order;
     a test holds it equal to encoding the dict."""
     return CanonicalJSON(
         "".join(
@@ -197,13 +188,13 @@ def proposed_data(body: str, digest: str, verdict: str, reasons: str, risk: str,
                 '{"body":',
                 body,
                 ',"digest":',
-                _STR(digest),
+                canonical_str(digest),
                 ',"policy_verdict":',
-                _STR(verdict),
+                canonical_str(verdict),
                 ',"reasons":',
                 reasons,
                 ',"risk":',
-                _STR(risk),
+                canonical_str(risk),
                 ',"rule":',
                 rule,
                 "}",
