@@ -52,6 +52,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from budget import budget_rows  # noqa: E402
 from harness import ServedHub, machine_busy_s, pct, self_cpu_s, start_hub  # noqa: E402
 
 from agent_shim.protocol import ActionEvent  # noqa: E402
@@ -747,6 +748,7 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "—",
             )
         )
+    rows += budget_rows(out)
     for n in sorted(thr["normal"], key=lambda k: (len(k), k)):
         t, e = thr["normal"][n]["rate"], echo.get(n, {}).get("rate")
         r = ratio(t["median"], e["median"]) if e else float("nan")

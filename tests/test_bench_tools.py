@@ -3,6 +3,11 @@ themselves belong to the benchmarks, not to tests)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
+
 from bench.writer_bench import run
 
 
@@ -18,9 +23,6 @@ def test_writer_bench_runs_on_the_current_store_with_and_without_extra_sql() -> 
 def test_the_load_stamps_messages_the_hub_accepts_with_the_real_digest() -> None:
     """load_raw splices ids, digests and times into text encoded once per
     command: what it sends must still be the real message, digest and all."""
-    import sys
-    from pathlib import Path
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from load_raw import ASK, READS, Templates
 
@@ -43,3 +45,55 @@ def test_the_load_stamps_messages_the_hub_accepts_with_the_real_digest() -> None
             assert (started.action_id, started.digest, started.started_at) == (aid, digest, 42)
             assert (report.action_id, report.digest, report.finished_at) == (aid, digest, 43)
     assert {tpl.propose(c, "ab" * 16, 0)[2] for c in (READS[0], ASK.format(n="1"))} == {"allow", "ask"}
+
+
+def _run(
+    echo: tuple[float, float, float], null: tuple[float, float, float], hub: tuple[float, float, float]
+) -> dict[str, object]:
+    """A fleet.json shaped run: (rate, load cores, server cores) per party at 100 agents."""
+
+    def party(rate: float, client: float, server: float, key: str) -> dict[str, object]:
+        return {"rate": {"median": rate}, "client_cpu": client, key: server}
+
+    return {
+        "machine": {"nproc": 2},
+        "echo": {"100": party(*echo, key="server_cpu")},
+        "ceiling": {"100": party(*null, key="server_cpu")},
+        "throughput": {"full": {"100": party(*hub, key="hub_cpu")}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("echo", "null", "hub", "budget_us", "load_cores", "any_hub"),
+    [
+        # 00:30 run: the load alone would need a full core at 0.8x echo.
+        ((7039, 1.003, 0.61), (5550, 1.01, 0.69), (1896, 0.424, 1.29), 173, 1.02, False),
+        # A cheap load: 100 us/action leaves 2/4000 - 100 = 400 us for the hub.
+        ((5000, 0.5, 0.4), (5000, 0.5, 0.5), (1000, 0.1, 0.6), 400, 0.40, True),
+        # The load is cheaper against the null hub than against towerctl: the generous one counts.
+        ((5000, 0.5, 0.4), (5000, 0.5, 0.5), (1000, 0.3, 0.6), 400, 0.40, True),
+        # The protocol alone costs more than the budget: no hub can.
+        ((5000, 0.5, 0.4), (2000, 0.2, 0.9), (1000, 0.1, 0.6), 400, 0.40, False),
+    ],
+)
+def test_the_budget_is_what_the_machine_leaves_the_hub_at_the_target_rate(
+    echo: tuple[float, float, float],
+    null: tuple[float, float, float],
+    hub: tuple[float, float, float],
+    budget_us: float,
+    load_cores: float,
+    any_hub: bool,
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from budget import budget_rows, budgets
+
+    run = _run(echo, null, hub)
+    (b,) = budgets(run)
+    assert (b.agents, b.target, b.rate) == ("100", 0.8, pytest.approx(0.8 * echo[0]))
+    assert b.budget_us == pytest.approx(budget_us, abs=1)
+    assert b.load_cores == pytest.approx(load_cores, abs=0.01)
+    assert b.hub_us == pytest.approx(hub[2] / hub[0] * 1e6)
+    assert b.reachable_by_any_hub is any_hub
+    (row,) = budget_rows(run)
+    assert row[0].startswith("hub CPU budget per action at 0.8x echo") and row[4].startswith("≤ 1x")
+    assert budgets({"machine": {"nproc": 2}, "echo": {}}) == []
