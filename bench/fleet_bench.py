@@ -13,7 +13,8 @@ load_raw.py agents. Figures (median and min-max spread over several windows):
 2. latency at fixed offered loads from 1,000 agents: 25 % and 50 % of the
    measured 1,000-agent throughput, then the issue's 1,000 actions/s when the
    hub sustains 1,400/s or more; 5 % of actions needing approval, decided at
-   once by an automated OperatorClient;
+   once by an automated OperatorClient; beside it, the do-nothing hub's
+   allowed latency at 1,000/s under the same load (the protocol's floor);
 3. hub RSS per idle agent session at 10 / 100 / 1,000 sessions (VmRSS of the
    serve process), and the echo server's per idle connection;
 4. shim overhead per allowed action and `towerctl exec` start-up (shim_overhead.py);
@@ -329,6 +330,22 @@ class Bench:
                     f"null hub {n} agents: {fmt(ceiling[str(n)]['rate'])} actions/s "
                     f"(client cpu {res['client_cpu']}, server cpu {probe.cpu:.2f})"
                 )
+            # The latency floor of the protocol and this load at the issue's
+            # 1,000 actions/s from 1,000 agents: the "physical limit" of the
+            # latency rows (every action allowed: the null hub asks no one).
+            probe = CpuProbe(pid)
+            argv = [PY, str(HERE / "load_raw.py"), url, "unused", "--agents", "1000", "--env", "prod"]
+            argv += ["--mode", "open", "--rate", "1000", "--ask-frac", "0", *self.win_args()]
+            res = await run_json_proc(argv, 120, probe)
+            windows = res["allowed_ms_windows"]
+            ceiling["latency_1000"] = {
+                "offered_rate": 1000,
+                "achieved_rate": spread(res["rates"], 0),
+                "allowed_ms": {q: spread([w[q] for w in windows], 2) for q in ("p50", "p99", "p99.9")},
+                "cpu_cores": {"server": round(probe.cpu, 2), "load": res["client_cpu"]},
+            }
+            p99 = ceiling["latency_1000"]["allowed_ms"]["p99"]
+            log(f"null hub at 1000/s offered: allowed p99 {fmt(p99, ' ms')}")
             self.out["ceiling"] = ceiling
         finally:
             if proc.returncode is None:
@@ -713,7 +730,7 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             (f"allowed actions/s, {n} agents (sync full)", fmt(t), fmt(e) if e else "—", f"{r:.3f}x", target)
         )
     ceiling = out.get("ceiling", {})
-    for n in sorted(ceiling, key=lambda k: (len(k), k)):
+    for n in sorted((k for k in ceiling if k.isdigit()), key=lambda k: (len(k), k)):
         c, e = ceiling[n]["rate"], echo.get(n, {}).get("rate")
         t = thr["full"].get(n, {}).get("rate")
         r = ratio(c["median"], e["median"]) if e else float("nan")
@@ -780,13 +797,15 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                     "—",
                 )
             )
+        floor = ceiling.get(f"latency_{lat['offered_rate']}", {}).get("allowed_ms", {})
         for q in ("p50", "p99", "p99.9"):
+            limit = floor.get(q)
             rows.append(
                 (
                     f"@{lat['offered_rate']}/s allowed propose→ack {q}",
                     fmt(lat["allowed_ms"][q], " ms"),
-                    "—",
-                    "—",
+                    f"{fmt(limit, ' ms')} (null hub)" if limit else "—",
+                    f"{ratio(lat['allowed_ms'][q]['median'], limit['median']):.1f}x" if limit else "—",
                     "≤ 5 ms" if q == "p99" else "—",
                 )
             )
