@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -171,9 +172,12 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        for script in MIGRATIONS[:version]:
-            for statement in _statements(script):
-                conn.execute(statement)
+        for step in MIGRATIONS[:version]:
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
         tx = Tx(conn, load_or_create_key(key))
         conn.execute("BEGIN IMMEDIATE")
@@ -181,12 +185,21 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
         ops.action_proposed(tx, action(), actor="agent:claude", ts_ms=T0 + 1)
         done = action("a-2", state="allowed", verdict="allow")
         ops.action_proposed(tx, done, actor="agent:claude", ts_ms=T0 + 1, started=True)
-        conn.execute(
-            "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest, output_tail,"
-            " reported_at) VALUES ('a-2', 'failed', 3, 40, NULL, 'boom', ?)",
-            (T0 + 2,),
-        )
-        conn.execute("UPDATE actions SET state = 'failed', updated_at = ? WHERE action_id = 'a-2'", (T0 + 2,))
+        if version < 3:
+            conn.execute(
+                "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest, output_tail,"
+                " reported_at) VALUES ('a-2', 'failed', 3, 40, NULL, 'boom', ?)",
+                (T0 + 2,),
+            )
+            failed = "UPDATE actions SET state = 'failed', updated_at = ? WHERE action_id = 'a-2'"
+            conn.execute(failed, (T0 + 2,))
+        else:
+            conn.execute(
+                "UPDATE actions SET state = 'failed', updated_at = ?1, outcome_status = 'failed',"
+                " exit_code = 3, duration_ms = 40, output_tail = 'boom', reported_at = ?1"
+                " WHERE action_id = 'a-2'",
+                (T0 + 2,),
+            )
         tx.audit(
             "action.failed",
             actor="agent:claude",
@@ -205,14 +218,15 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
         return conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact(
     db: Path, key: Path, version: int
 ) -> None:
     """Version 2 drops the audit log's per-action and per-session indexes;
-    version 3 moves outcomes into their actions' rows (schema.py says why). A
-    log written under an older version keeps every record and outcome, still
-    verifies, and takes new outcomes."""
+    version 3 moves outcomes into their actions' rows; version 4 rewrites the
+    value-list CHECKs (schema.py says why). A log written under an older
+    version keeps every record and outcome, still verifies, and takes new
+    outcomes."""
     before = _old_database(db, key, version)
     s = await Store.open(db, key_path=key)
     try:
@@ -233,6 +247,8 @@ async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact
         assert user_version(conn) == len(MIGRATIONS)
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert not {"audit_by_action", "audit_by_session", "actions_by_session"} & indexes
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert not _in_list_checks(conn)
         assert conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()[: len(before)] == before
         # The view keeps queries written against the old table working.
         assert conn.execute(
@@ -241,6 +257,79 @@ async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact
             ("a-1", "succeeded", 0),
             ("a-2", "failed", 3),
         ]
+
+
+def _in_list_checks(conn: sqlite3.Connection) -> list[str]:
+    """Tables written per action whose stored CREATE TABLE still checks an IN list."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE name IN ('actions', 'decisions')")
+    return [name for name, sql in rows if " IN (" in sql]
+
+
+#: (table, column, allowed values, nullable) of every value list schema v4 rewrote.
+_VALUE_LISTS = [
+    ("actions", "risk", ("read", "write", "destructive"), False),
+    ("actions", "policy_verdict", ("allow", "ask", "deny"), False),
+    (
+        "actions",
+        "state",
+        (
+            "allowed",
+            "denied",
+            "pending",
+            "approved",
+            "expired",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ),
+        False,
+    ),
+    ("actions", "outcome_status", ("succeeded", "failed"), True),
+    ("decisions", "verdict", ("approved", "denied", "expired"), False),
+]
+
+
+def _set_column(table: str, column: str, value: str | None, conn: sqlite3.Connection) -> str:
+    """Try ``value`` in action a-1's row (and roll it back): "ok" or the refusal."""
+    conn.execute("SAVEPOINT probe")
+    try:
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE action_id = 'a-1'", (value,))
+        return "ok"
+    except sqlite3.IntegrityError as exc:
+        return str(exc)
+    finally:
+        conn.execute("ROLLBACK TO probe")
+        conn.execute("RELEASE probe")
+
+
+@pytest.mark.parametrize(("table", "column", "allowed", "nullable"), _VALUE_LISTS)
+async def test_the_value_list_checks_still_hold_every_value_and_only_those(
+    db: Path, key: Path, table: str, column: str, allowed: tuple[str, ...], nullable: bool
+) -> None:
+    """Schema v4 checks value lists with chains of comparisons (cheaper than
+    IN in SQLite 3.40): the same values pass, others fail, NULL as before,
+    on the writer's own connection (the one that migrated) and on a new one."""
+    s = await Store.open(db, key_path=key)
+    try:
+        await s.session_started(session(), resumed=False, ts_ms=T0)
+        await s.action_proposed(action(), actor="agent:claude", ts_ms=T0 + 1)
+        await s.action_decided(decision(), new_state="approved", ts_ms=T0 + 2)
+
+        on_writer = s._writer.run_on_connection
+        for value in allowed:
+            assert await on_writer(partial(_set_column, table, column, value)) == "ok"
+        refused = await on_writer(partial(_set_column, table, column, "bogus"))
+        assert refused.startswith("CHECK constraint failed") and " OR " in refused
+        expect_null = "ok" if nullable else "NOT NULL constraint failed"
+        assert (await on_writer(partial(_set_column, table, column, None))).startswith(expect_null)
+    finally:
+        await s.close()
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert not _in_list_checks(conn)
+        for value in allowed:
+            assert _set_column(table, column, value, conn) == "ok"
+        assert _set_column(table, column, "Running", conn).startswith("CHECK constraint failed")
 
 
 def test_a_process_that_never_closes_its_store_still_exits(tmp_path: Path) -> None:
