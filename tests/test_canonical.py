@@ -78,3 +78,33 @@ def test_depth_limit_is_the_same_at_the_edge(wrap: Any, leaf: Any) -> None:
         for _ in range(depth):
             value = wrap(value)
         assert _verdict(canonical_json, value) is _verdict(reference_check, value), depth
+
+
+@settings(max_examples=200, deadline=None)
+@given(_VALUES)
+def test_the_reused_c_encoder_and_the_plain_encoder_agree(value: Any) -> None:
+    """canonical_text calls one C encoder made at import (JSONEncoder.encode
+    makes one per call); without the accelerator it falls back to the plain
+    encoder. Both give the same text for everything they accept."""
+    from agent_shim import canonical
+
+    assert canonical._C_ENCODE is not None  # CPython: the fast path is the one under test
+    if not _verdict(reference_check, value):
+        return
+    fast = canonical.canonical_text(value)
+    saved = canonical._C_ENCODE
+    try:
+        canonical._C_ENCODE = None  # type: ignore[misc]
+        assert canonical.canonical_text(value) == fast
+    finally:
+        canonical._C_ENCODE = saved  # type: ignore[misc]
+
+
+def test_a_cycle_is_refused_not_looped_over() -> None:
+    """The reused encoder keeps no cycle marks: the checked walk's depth bound refuses a cycle first."""
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(CanonicalError):
+        canonical_json(loop)
+    with pytest.raises(CanonicalError):
+        canonical_json({"a": {"b": loop}})
