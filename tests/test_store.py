@@ -995,3 +995,39 @@ async def test_decision_with_checkpoint_is_signed_in_the_same_commit(store: Stor
     assert len(approved) == 1
     assert (await store.checkpoints())[-1].seq == approved[0].seq
     assert (await store.verify()).ok
+
+
+class _DefensiveConnection:
+    """A connection whose SQLite refuses to edit its own schema, as one in
+    SQLITE_DBCONFIG_DEFENSIVE mode does (Python 3.11 cannot set that mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        if "sqlite_master" in sql:
+            raise sqlite3.OperationalError("table sqlite_master may not be modified")
+        return self._conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+
+def test_an_sqlite_that_refuses_schema_edits_keeps_its_in_lists_and_still_upgrades(tmp_path: Path) -> None:
+    from towerctl.store.schema import _statements
+
+    with closing(sqlite3.connect(tmp_path / "d.db", isolation_level=None)) as conn:
+        for script in MIGRATIONS[:3]:
+            assert isinstance(script, str)
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute("BEGIN IMMEDIATE")
+        step = MIGRATIONS[3]
+        assert callable(step)
+        step(_DefensiveConnection(conn))  # type: ignore[arg-type]
+        conn.execute("COMMIT")
+        assert _in_list_checks(conn) == ["actions", "decisions"]
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert migrate(conn) == len(MIGRATIONS)  # and the real one does edit it
+        assert not _in_list_checks(conn)

@@ -198,12 +198,20 @@ def _v4_checks_without_in_lists(conn: sqlite3.Connection) -> None:
     if not updates:
         return
     (version,) = conn.execute("PRAGMA schema_version").fetchone()
-    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("SAVEPOINT plain_checks")
     try:
-        conn.executemany("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", updates)
-        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
-    finally:
-        conn.execute("PRAGMA writable_schema = OFF")
+        conn.execute("PRAGMA writable_schema = ON")
+        try:
+            conn.executemany("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", updates)
+            conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+        finally:
+            conn.execute("PRAGMA writable_schema = OFF")
+    except sqlite3.DatabaseError:
+        # An SQLite in "defensive" mode refuses to edit its schema. The IN
+        # lists then stay: the same constraints, only slower; the upgrade
+        # must not fail over a speed-up.
+        conn.execute("ROLLBACK TO plain_checks")
+    conn.execute("RELEASE plain_checks")
 
 
 #: A script (statements run in order) or a function of the connection; each
