@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from agent_shim.canonical import canonical_json
+from agent_shim.types import RISKS, VERDICTS, ActionState
 from towerctl.audit import chain
 from towerctl.audit.signing import load_public_key
 from towerctl.audit.verify import export_audit, verify_database
@@ -267,24 +269,9 @@ def _in_list_checks(conn: sqlite3.Connection) -> list[str]:
 
 #: (table, column, allowed values, nullable) of every value list schema v4 rewrote.
 _VALUE_LISTS = [
-    ("actions", "risk", ("read", "write", "destructive"), False),
-    ("actions", "policy_verdict", ("allow", "ask", "deny"), False),
-    (
-        "actions",
-        "state",
-        (
-            "allowed",
-            "denied",
-            "pending",
-            "approved",
-            "expired",
-            "running",
-            "succeeded",
-            "failed",
-            "cancelled",
-        ),
-        False,
-    ),
+    ("actions", "risk", RISKS, False),
+    ("actions", "policy_verdict", VERDICTS, False),
+    ("actions", "state", get_args(ActionState), False),
     ("actions", "outcome_status", ("succeeded", "failed"), True),
     ("decisions", "verdict", ("approved", "denied", "expired"), False),
 ]
