@@ -193,6 +193,9 @@ def serve(
     for path in written:
         click.echo(f"created {path.stem} token: {path} (mode 0600)", err=True)
     try:
+        from towerctl.hub.server import tune_gc_for_serving
+
+        tune_gc_for_serving()
         asyncio.run(
             serve_forever(
                 host,

@@ -44,7 +44,7 @@ from towerctl.config import (
     url_file,
     write_private,
 )
-from towerctl.hub.server import Hub, HubConfig
+from towerctl.hub.server import Hub, HubConfig, tune_gc_for_serving
 from towerctl.tokens import ensure_local_tokens
 
 if TYPE_CHECKING:
@@ -286,6 +286,7 @@ def up(demo: bool, port: int, db: str | None, theme: str | None, agents: int, se
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("towerctl").setLevel(logging.INFO)
+    tune_gc_for_serving()
     try:
         code = asyncio.run(
             run_up(port=port, db=db_path, theme=chosen_theme, demo=demo, agents=agents, seed=seed)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http
 import json
 import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -257,3 +259,20 @@ def _unauthorized(conn: ServerConnection, text: str) -> Response:
 
 
 __all__ = ["Headers", "Hub", "HubConfig"]
+
+
+#: CPython collects its youngest generation every 700 net allocations of
+#: container objects. A busy hub always holds a thousand connections'
+#: in-flight frames, futures and messages, which each such collection walks
+#: and promotes just before they die: at 1,000 agents that was ~20 % of the
+#: serve process's CPU (docs/performance.md, "the 01:07 session"). At 50,000
+#: nearly all of them die first. The older generations keep CPython's
+#: ratios, so cycles that live longer are still collected.
+YOUNG_GC_THRESHOLD: Final = 50_000
+
+
+def tune_gc_for_serving() -> None:
+    """For a process whose main job is the hub (``serve``, ``up``), called
+    before the hub starts: the store's writer process, forked then, inherits it."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
