@@ -176,13 +176,17 @@ class PolicyUpdate(BaseModel):
     version: Count
 
 
+#: What the hub's ack says became of a proposal.
+AckState = Literal["allowed", "denied", "pending", "cancelled"]
+
+
 class Ack(BaseModel):
     """The hub recorded a proposal; ``state`` is what it decided."""
 
     model_config = _STRICT
     type: Literal["ack"] = "ack"
     action_id: Id
-    state: Literal["allowed", "denied", "pending", "cancelled"]
+    state: AckState
     reason: Text = ""
     expires_at: Millis | None = None
 

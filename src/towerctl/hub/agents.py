@@ -9,12 +9,14 @@ lives in :mod:`towerctl.hub.outcomes`.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
+from typing import Final
 
 from websockets.asyncio.server import ServerConnection
 
-from agent_shim.agent_messages import body_digest
+from agent_shim.agent_messages import AckState, body_digest
 from agent_shim.gate import assess
 from agent_shim.policy import RateWindow
 from agent_shim.protocol import (
@@ -28,14 +30,37 @@ from agent_shim.protocol import (
     Welcome,
     encode,
 )
-from agent_shim.types import ActionState, Verdict, strictest_verdict, worst_risk
+from agent_shim.types import Verdict, strictest_verdict, worst_risk
 from towerctl.auth import Principal
 from towerctl.hub.registry import LiveSession, PendingAction
 from towerctl.hub.service_base import Refused, ServiceBase, now_ms
 from towerctl.store import Conflict
 from towerctl.store.models import ActionRow, SessionRow
 
-_STATE_FOR: dict[str, ActionState] = {"allow": "allowed", "ask": "pending", "deny": "denied"}
+_STATE_FOR: dict[str, AckState] = {"allow": "allowed", "ask": "pending", "deny": "denied"}
+#: Stands in for the action id in a cached ack (a valid Id).
+_ACK_ID_MARK: Final = "ack-template-action-id"
+
+
+@functools.lru_cache(maxsize=256)
+def _ack_template(state: AckState, reason: str) -> tuple[str, str] | None:
+    parts = encode(Ack(action_id=_ACK_ID_MARK, state=state, reason=reason)).split(_ACK_ID_MARK)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def ack_json(action_id: str, state: AckState, reason: str, expires_at: int | None) -> str:
+    """``encode(Ack(...))`` for an action id that already passed validation.
+
+    Every proposal gets an ack, and most acks differ only in their id: building
+    and dumping the model was ~3 % of the serve loop. Acks without a deadline are
+    cut from one encoded per (state, reason) and joined around the id, which
+    needs no JSON escaping (``Id``: letters, digits and ``_.:-``). A test holds
+    the result byte-equal to encoding the model."""
+    if expires_at is None:
+        template = _ack_template(state, reason)
+        if template is not None:
+            return template[0] + action_id + template[1]
+    return encode(Ack(action_id=action_id, state=state, reason=reason, expires_at=expires_at))
 
 
 class AgentSide(ServiceBase):
@@ -235,17 +260,7 @@ class AgentSide(ServiceBase):
             sess.current_action = action.command
         sess.last_seen = ts
         self._announce_action(info)
-        await self.send_agent(
-            sess,
-            encode(
-                Ack(
-                    action_id=action.action_id,
-                    state=state,  # type: ignore[arg-type]
-                    reason=explanation[:4000],
-                    expires_at=expires_at,
-                )
-            ),
-        )
+        await self.send_agent(sess, ack_json(action.action_id, state, explanation[:4000], expires_at))
         if sess.rate.hit(time.monotonic()) and "rate" not in sess.pause_reasons:
             await self._pause_for(
                 sess, "rate", f"more than {pol.max_actions_per_minute} actions/min", by="hub"
