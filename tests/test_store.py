@@ -36,7 +36,7 @@ from towerctl.store import (
     StoreError,
     TokenRow,
 )
-from towerctl.store.schema import MIGRATIONS, migrate, user_version
+from towerctl.store.schema import MIGRATIONS, apply_migration, migrate, user_version
 from towerctl.store.tx import Tx
 
 T0 = 1_750_000_000_000
@@ -169,17 +169,12 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
     versions 1-2). Returns the audit table's rows."""
     from towerctl.audit.signing import load_or_create_key
     from towerctl.store import ops
-    from towerctl.store.schema import _statements
 
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         for step in MIGRATIONS[:version]:
-            if callable(step):
-                step(conn)
-            else:
-                for statement in _statements(step):
-                    conn.execute(statement)
+            apply_migration(conn, step)
         conn.execute(f"PRAGMA user_version = {version}")
         tx = Tx(conn, load_or_create_key(key))
         conn.execute("BEGIN IMMEDIATE")
@@ -1001,18 +996,13 @@ class _DefensiveConnection:
 
 
 def test_an_sqlite_that_refuses_schema_edits_keeps_its_in_lists_and_still_upgrades(tmp_path: Path) -> None:
-    from towerctl.store.schema import _statements
-
     with closing(sqlite3.connect(tmp_path / "d.db", isolation_level=None)) as conn:
-        for script in MIGRATIONS[:3]:
-            assert isinstance(script, str)
-            for statement in _statements(script):
-                conn.execute(statement)
+        assert all(isinstance(step, str) for step in MIGRATIONS[:3]) and callable(MIGRATIONS[3])
+        for step in MIGRATIONS[:3]:
+            apply_migration(conn, step)
         conn.execute("PRAGMA user_version = 3")
         conn.execute("BEGIN IMMEDIATE")
-        step = MIGRATIONS[3]
-        assert callable(step)
-        step(_DefensiveConnection(conn))  # type: ignore[arg-type]
+        apply_migration(_DefensiveConnection(conn), MIGRATIONS[3])  # type: ignore[arg-type]
         conn.execute("COMMIT")
         assert _in_list_checks(conn) == ["actions", "decisions"]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

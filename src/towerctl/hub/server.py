@@ -258,9 +258,6 @@ def _unauthorized(conn: ServerConnection, text: str) -> Response:
     return resp
 
 
-__all__ = ["Headers", "Hub", "HubConfig"]
-
-
 #: CPython collects its youngest generation every 700 net allocations of
 #: container objects. A busy hub always holds a thousand connections'
 #: in-flight frames, futures and messages, which each such collection walks
@@ -276,3 +273,6 @@ def tune_gc_for_serving() -> None:
     before the hub starts: the store's writer process, forked then, inherits it."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
+
+
+__all__ = ["YOUNG_GC_THRESHOLD", "Headers", "Hub", "HubConfig", "tune_gc_for_serving"]

@@ -240,6 +240,15 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+def apply_migration(conn: sqlite3.Connection, step: Migration) -> None:
+    """Run one step of MIGRATIONS in the caller's transaction (no version bump)."""
+    if callable(step):
+        step(conn)
+    else:
+        for statement in _statements(step):
+            conn.execute(statement)
+
+
 def user_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0])
@@ -263,12 +272,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             if current == target:
                 conn.execute("COMMIT")
                 return current
-            step = MIGRATIONS[current]
-            if callable(step):
-                step(conn)
-            else:
-                for statement in _statements(step):
-                    conn.execute(statement)
+            apply_migration(conn, MIGRATIONS[current])
             conn.execute(f"PRAGMA user_version = {current + 1}")
             conn.execute("COMMIT")
         except BaseException:
