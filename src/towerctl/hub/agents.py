@@ -259,7 +259,7 @@ class AgentSide(ServiceBase):
         elif state == "allowed":
             sess.current_action = action.command
         sess.last_seen = ts
-        self._announce_action(info)
+        self._announce_action(info, routine=state == "allowed")
         await self.send_agent(sess, ack_json(action.action_id, state, explanation[:4000], expires_at))
         if sess.rate.hit(time.monotonic()) and "rate" not in sess.pause_reasons:
             await self._pause_for(

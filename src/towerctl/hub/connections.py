@@ -174,13 +174,13 @@ class ConnectionLoops:
         if isinstance(msg, Propose):
             await self.service.propose(sess, msg)
         elif isinstance(msg, Started):
-            queued = self.service.started_queued(sess, msg)
+            queued = self.service.started_queued(sess, msg, lazy=True)
             if queued is None:
                 await self.service.started(sess, msg)
             else:
                 self._watch(conn, queued, raw)
         elif isinstance(msg, Report):
-            queued = self.service.report_queued(sess, msg)
+            queued = self.service.report_queued(sess, msg, lazy=True)
             if queued is None:
                 await self.service.report(sess, msg)
             else:

@@ -43,7 +43,9 @@ class ActionOutcomes(ServiceBase):
         if digest != given:
             raise Refused("digest_mismatch", f"{what} digest differs from the proposed action")
 
-    def started_queued(self, sess: LiveSession, msg: Started) -> asyncio.Future[None] | None:
+    def started_queued(
+        self, sess: LiveSession, msg: Started, *, lazy: bool = False
+    ) -> asyncio.Future[None] | None:
         """``started`` for an action the hub has in memory: checked without a
         read and queued for the next commit, in order with this agent's other
         writes; the caller need not wait for the commit (nothing is sent back).
@@ -61,7 +63,7 @@ class ActionOutcomes(ServiceBase):
                 "illegal_transition", f"action {msg.action_id} is {live.state}; it cannot become running"
             )
         fut = self.store.queue_action_state(
-            msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms()
+            msg.action_id, "running", actor=f"agent:{sess.agent}", ts_ms=now_ms(), lazy=lazy
         )
         live.state = "running"
 
@@ -95,7 +97,9 @@ class ActionOutcomes(ServiceBase):
         self._own(sess, row.session_id, row.digest, digest, what)
         return row
 
-    def report_queued(self, sess: LiveSession, msg: Report) -> asyncio.Future[None] | None:
+    def report_queued(
+        self, sess: LiveSession, msg: Report, *, lazy: bool = False
+    ) -> asyncio.Future[None] | None:
         """``report`` for an action the hub has in memory (see :meth:`started_queued`)."""
         live = self.reg.live.get(msg.action_id)
         if live is None:
@@ -112,6 +116,7 @@ class ActionOutcomes(ServiceBase):
             actor=f"agent:{sess.agent}",
             ts_ms=now_ms(),
             expect=(live.info.session_id, live.state),
+            lazy=lazy,
         )
         live.state = msg.status
 
@@ -160,6 +165,7 @@ class ActionOutcomes(ServiceBase):
                     "duration_ms": msg.duration_ms,
                     "output_tail": msg.output_tail[-2000:],
                 }
-            )
+            ),
+            routine=True,
         )
         self._touch_session(sess)

@@ -47,6 +47,11 @@ MAX_BATCH: Final = 512
 # hub that is never idle.
 IDLE_CHECKPOINT_COMMITS: Final = 8
 WAL_AUTOCHECKPOINT_PAGES: Final = 8000
+# A write nobody waits for (an agent's `started` and report) is held for the
+# next batch that goes anyway, or at most this long. At fleet load that halves
+# the batches handed to the writer: the report rides with the next proposal,
+# whose ack does wait. Measured: see docs/performance.md ("lazy writes").
+LAZY_FLUSH_S: Final = 0.010
 
 # Errors that leave the transaction usable: the statement failed, not the database.
 _OP_LOCAL: Final = (
@@ -126,6 +131,10 @@ class Writer:
         self._tx: Tx | None = None
         self._stale = False
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        #: Lazy jobs, newer than everything in _queue (an eager enqueue
+        #: releases them first), so appending them to any batch keeps order.
+        self._held: list[_Job] = []
+        self._held_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopped = False
@@ -211,6 +220,7 @@ class Writer:
         if self._stopped:
             return
         self._stopped = True
+        self._release_held()
         try:
             if self._task is not None:
                 self._queue.put_nowait(None)
@@ -226,18 +236,47 @@ class Writer:
 
     # --------------------------------------------------------------- writes
 
-    def enqueue(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+    def enqueue(self, op: Callable[[Tx], T], *, lazy: bool = False) -> asyncio.Future[T]:
         """Queue ``op`` now, without yielding; the future resolves after its COMMIT.
 
         Operations commit in the order they were queued, so a caller that
         queues several writes and awaits only the last (or none) still gets
-        them recorded in order.
+        them recorded in order. ``lazy``: nobody is waiting for this one, so it
+        starts no batch of its own; it joins the next one, within LAZY_FLUSH_S.
         """
         if not self._accepting or self._task is None or self._task.done():
             raise StoreError("the store is closed")
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(op, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
+        if lazy:
+            self._held.append(_Job(op, fut))
+            if self._held_timer is None:
+                self._held_timer = loop.call_later(LAZY_FLUSH_S, self._release_held)
+        else:
+            if self._held:
+                self._release_held()
+            self._queue.put_nowait(_Job(op, fut))
         return cast("asyncio.Future[T]", fut)
+
+    def _release_held(self) -> None:
+        """Queue the held lazy jobs, in order, behind everything queued before them."""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        held, self._held = self._held, []
+        for job in held:
+            self._queue.put_nowait(job)
+
+    def _take_held(self, batch: list[_Job]) -> None:
+        """Lazy jobs ride with a batch that goes anyway (they are newer than all of it)."""
+        room = MAX_BATCH - len(batch)
+        if not self._held or room <= 0:
+            return
+        batch += self._held[:room]
+        del self._held[:room]
+        if not self._held and self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     async def submit(self, op: Callable[[Tx], T]) -> T:
         """Run ``op`` in the next batch; returns after its COMMIT."""
@@ -257,6 +296,7 @@ class Writer:
             if nxt is None:
                 return batch, True
             batch.append(nxt)
+        self._take_held(batch)
         return batch, False
 
     async def _run(self) -> None:
@@ -279,6 +319,7 @@ class Writer:
             self._fail_queued()
 
     def _fail_queued(self) -> None:
+        self._release_held()
         while not self._queue.empty():
             left = self._queue.get_nowait()
             if left is not None:

@@ -49,10 +49,10 @@ class StoreWrites:
     async def _write(self, op: Callable[[Tx], T]) -> T:
         return await self._queue(op)
 
-    def _queue(self, op: Callable[[Tx], T]) -> asyncio.Future[T]:
+    def _queue(self, op: Callable[[Tx], T], *, lazy: bool = False) -> asyncio.Future[T]:
         if self._closing:
             raise StoreError("the store is closed")
-        return self._writer.enqueue(op)
+        return self._writer.enqueue(op, lazy=lazy)
 
     # --------------------------------------------------------------- writes
 
@@ -137,9 +137,11 @@ class StoreWrites:
         actor: str,
         ts_ms: int,
         data: Mapping[str, object] | None = None,
+        lazy: bool = False,
     ) -> asyncio.Future[None]:
         """Queued now, in order with every other write; awaiting is optional
-        (the hub pipelines an agent's started/report this way)."""
+        (the hub pipelines an agent's started/report this way, ``lazy``: see
+        Writer.enqueue)."""
         _ms(ts_ms)
         return self._queue(
             partial(
@@ -149,7 +151,8 @@ class StoreWrites:
                 actor=actor,
                 ts_ms=ts_ms,
                 data=None if data is None else dict(data),
-            )
+            ),
+            lazy=lazy,
         )
 
     async def action_finished(
@@ -158,7 +161,13 @@ class StoreWrites:
         await self.queue_action_finished(outcome, actor=actor, ts_ms=ts_ms, expect=expect)
 
     def queue_action_finished(
-        self, outcome: OutcomeRow, *, actor: str, ts_ms: int, expect: tuple[str, str] | None = None
+        self,
+        outcome: OutcomeRow,
+        *,
+        actor: str,
+        ts_ms: int,
+        expect: tuple[str, str] | None = None,
+        lazy: bool = False,
     ) -> asyncio.Future[None]:
         """``expect``: (session, state) the caller believes the action is in
         (see ops.action_finished); a wrong belief costs a read, not a wrong write."""
@@ -166,7 +175,8 @@ class StoreWrites:
         if outcome.status not in ("succeeded", "failed"):
             raise StoreError(f"outcome status must be succeeded or failed, not {outcome.status}")
         return self._queue(
-            partial(ops.action_finished, outcome=outcome, actor=actor, ts_ms=ts_ms, expect=expect)
+            partial(ops.action_finished, outcome=outcome, actor=actor, ts_ms=ts_ms, expect=expect),
+            lazy=lazy,
         )
 
     async def env_frozen(self, env: str, frozen: bool, *, actor: str, ts_ms: int) -> None:
