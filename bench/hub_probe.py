@@ -1,7 +1,8 @@
-"""A quick closed-loop probe of one hub: rate, and CPU per action by process.
+"""A quick probe of one hub: rate, and CPU per action by process.
 
     python bench/hub_probe.py                  # 100 agents, 4 windows of 2 s
     python bench/hub_probe.py --agents 1000 --sync normal --windows 6
+    python bench/hub_probe.py --agents 1000 --rate 1000 --operator --ask-frac 0.05
 
 Why next to fleet_bench.py: a change to the hub's hot path wants an answer in
 20 s, not 4 minutes, and the answer that matters is where the CPU went: the
@@ -12,6 +13,13 @@ in its own process, and between the load's ``measuring`` and ``measured``
 marks reads ``/proc`` CPU of the serve process and of each of its children.
 Single probes move ±10 % on a shared machine: compare probes run back to
 back, and keep claims for fleet_bench.py's ratios.
+
+``--rate`` offers a fixed load instead (open loop, prod, as fleet_bench's
+latency rows do), where the CPU per action is not the closed loop's: at
+1,000/s the hub spends about twice as much per action as when it is
+saturated, because fewer events share each wakeup, frame and commit.
+``--operator`` connects an automated operator client (this process; its CPU
+and the events it received are reported) that approves what waits.
 """
 
 from __future__ import annotations
@@ -41,9 +49,51 @@ def children(pid: int) -> list[int]:
     return out
 
 
-async def probe(agents: int, windows: int, sync: str, writer: str) -> dict[str, Any]:
+class Operator:
+    """An operator client that counts what it receives and approves at once."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.events = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        from agent_shim.protocol import ActionEvent
+
+        async for msg in self.client.events():
+            self.events += 1
+            if isinstance(msg, ActionEvent) and msg.action.state == "pending":
+                aid, digest = msg.action.action.action_id, msg.action.digest
+                task = asyncio.create_task(self.client.decide(aid, True, "hub_probe", digest=digest))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+
+async def probe(
+    agents: int,
+    windows: int,
+    sync: str,
+    writer: str,
+    *,
+    offered: float = 0.0,
+    operator: bool = False,
+    ask_frac: float = 0.0,
+) -> dict[str, Any]:
+    from towerctl.operator import OperatorClient
+
     hub = await start_hub(sync=sync, writer=writer)
+    op: Operator | None = None
+    op_task: asyncio.Task[None] | None = None
+    op_client: OperatorClient | None = None
     try:
+        if operator:
+            op_client = OperatorClient(hub.url, hub.token("admin"), client="hub-probe")
+            await op_client.__aenter__()
+            op = Operator(op_client)
+            op_task = asyncio.create_task(op.run())
+        mode = ["--mode", "closed"]
+        if offered:
+            mode = ["--mode", "open", "--rate", str(offered), "--env", "prod"]
         cmd = [
             sys.executable,
             str(HERE / "load_raw.py"),
@@ -51,8 +101,9 @@ async def probe(agents: int, windows: int, sync: str, writer: str) -> dict[str, 
             hub.token("agent"),
             "--agents",
             str(agents),
-            "--mode",
-            "closed",
+            *mode,
+            "--ask-frac",
+            str(ask_frac),
             "--windows",
             str(windows),
             "--window-s",
@@ -65,21 +116,29 @@ async def probe(agents: int, windows: int, sync: str, writer: str) -> dict[str, 
         pids = [hub.proc.pid]
         cpu0: dict[int, float] = {}
         cpu: dict[int, float] = {}
-        t0 = elapsed = 0.0
+        t0 = elapsed = own0 = own = 0.0
+        events0 = events = 0
         done: dict[str, Any] = {}
         async for line in load.stdout:
             event = json.loads(line)
             if event.get("event") == "measuring":
                 pids = [hub.proc.pid, *children(hub.proc.pid)]
                 cpu0 = {p: proc_cpu_s(p) for p in pids}
-                t0 = time.monotonic()
+                t0, own0 = time.monotonic(), time.process_time()
+                events0 = op.events if op else 0
             elif event.get("event") == "measured":
                 elapsed = time.monotonic() - t0
                 cpu = {p: (proc_cpu_s(p) - cpu0[p]) / elapsed for p in pids}
+                own = (time.process_time() - own0) / elapsed
+                events = round(((op.events if op else 0) - events0) / elapsed)
             elif event.get("event") == "done":
                 done = event
         await load.wait()
     finally:
+        if op_task is not None:
+            op_task.cancel()
+        if op_client is not None:
+            await op_client.__aexit__(None, None, None)
         await hub.stop()
     rate = float(done["rate_median"])
     loop_cores = cpu.get(hub.proc.pid, 0.0)
@@ -87,6 +146,7 @@ async def probe(agents: int, windows: int, sync: str, writer: str) -> dict[str, 
     client = float(done["client_cpu"])
     return {
         "agents": agents,
+        "offered": f"{offered:.0f}/s offered" if offered else "closed loop",
         "sync": sync,
         "writer": writer,
         "rates": done["rates"],
@@ -99,6 +159,8 @@ async def probe(agents: int, windows: int, sync: str, writer: str) -> dict[str, 
             "load": round(client / rate * 1e6),
         },
         "ack_ms": done["allowed_ms_pooled"],
+        # This process: the operator client, when there is one.
+        "operator": {"cores": round(own, 2), "events_per_s": events} if operator else None,
     }
 
 
@@ -108,14 +170,31 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--sync", choices=("full", "normal"), default="full")
     ap.add_argument("--writer", choices=("process", "thread"), default="process")
+    ap.add_argument("--rate", type=float, default=0.0, help="offered actions/s (open loop, prod); 0: closed")
+    ap.add_argument("--operator", action="store_true", help="an operator client that approves at once")
+    ap.add_argument("--ask-frac", type=float, default=0.0, help="share of actions that need approval")
     args = ap.parse_args()
-    res = asyncio.run(probe(args.agents, args.windows, args.sync, args.writer))
+    if args.ask_frac > 0 and not (args.operator and args.rate > 0):
+        ap.error("--ask-frac needs --rate and --operator (someone has to approve)")
+    res = asyncio.run(
+        probe(
+            args.agents,
+            args.windows,
+            args.sync,
+            args.writer,
+            offered=args.rate,
+            operator=args.operator,
+            ask_frac=args.ask_frac,
+        )
+    )
     us = res["us_per_action"]
+    opr = res["operator"]
     print(
-        f"{res['agents']} agents, sync {res['sync']}, {res['writer']} writer: "
+        f"{res['agents']} agents, {res['offered']}, sync {res['sync']}, {res['writer']} writer: "
         f"{res['rate_median']:.0f} actions/s (windows {res['rates']}); CPU per action: "
         f"serve {us['serve']} us, writer {us['writer']} us, load {us['load']} us; "
-        f"ack p50 {res['ack_ms']['p50']} ms; errors {res['errors'] or 'none'}",
+        + (f"operator client {opr['cores']} cores, {opr['events_per_s']} events/s; " if opr else "")
+        + f"ack p50 {res['ack_ms']['p50']} p99 {res['ack_ms']['p99']} ms; errors {res['errors'] or 'none'}",
         file=sys.stderr,
     )
     print(json.dumps(res))
