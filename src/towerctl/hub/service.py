@@ -189,8 +189,8 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
     async def send_agent(sess: LiveSession, data: str) -> None:
         """A reply to one agent. While its socket's buffer is below
         AGENT_WRITE_BUFFER_LIMIT the frame is written at once with websockets'
-        ``broadcast`` (no send context and no drain to await: 9 instead of 20 µs
-        of CPU per frame, measured on loopback); above it ``send`` waits for the agent to read,
+        ``broadcast`` (no send context and no drain to await: about half the CPU
+        per frame, ``bench/ws_send.py``); above it ``send`` waits for the agent to read,
         so one that never reads cannot grow the hub's memory. Both write in
         call order, and neither raises for a closed connection."""
         conn = sess.conn
