@@ -28,40 +28,12 @@ from towerctl.hub import service as hub_service
 from towerctl.operator import OperatorClient
 from towerctl.store import Store
 from towerctl.store import writer as writer_mod
-from towerctl.store.models import ActionRow, OutcomeRow, SessionRow
+from towerctl.store.models import OutcomeRow
 
 from .conftest import Tower, next_event, wait_for
+from .test_writer_process import T0, action, session
 
 pytestmark = pytest.mark.timeout(60)
-
-T0 = 1_700_000_000_000
-DIGEST = "cd" * 32
-
-
-def session() -> SessionRow:
-    return SessionRow(
-        session_id="s-1", agent="a", env="dev", host="h", pid=1, status="active", started_at=T0, last_seen=T0
-    )
-
-
-def allowed(aid: str) -> ActionRow:
-    return ActionRow(
-        action_id=aid,
-        session_id="s-1",
-        kind="shell",
-        command=f"echo {aid}",
-        target=None,
-        digest=DIGEST,
-        risk="read",
-        reasons=("echo",),
-        policy_verdict="allow",
-        rule=None,
-        state="allowed",
-        body={"action_id": aid, "command": f"echo {aid}"},
-        created_at=T0,
-        updated_at=T0,
-        expires_at=None,
-    )
 
 
 def outcome(aid: str) -> OutcomeRow:
@@ -97,12 +69,12 @@ async def test_a_lazy_write_rides_with_the_next_batch_in_order(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer_mod, "LAZY_FLUSH_S", 60.0)  # only another write can take it
-    await store.action_proposed(allowed("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
+    await store.action_proposed(action("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
     batches = store.write_stats.batches
     report = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 2, lazy=True)
     await asyncio.sleep(0)  # the writer runs: it must find nothing to commit
     assert not report.done() and store.write_stats.batches == batches
-    await store.action_proposed(allowed("a-2"), actor="agent:a", ts_ms=T0 + 3)
+    await store.action_proposed(action("a-2"), actor="agent:a", ts_ms=T0 + 3)
     assert report.done() and report.exception() is None
     assert store.write_stats.batches == batches + 1  # one commit for both
     rows = await store.audit_rows(limit=10_000)
@@ -113,7 +85,7 @@ async def test_a_lazy_write_rides_with_the_next_batch_in_order(
 
 
 async def test_a_lazy_write_alone_is_committed_within_its_bound(store: Store) -> None:
-    await store.action_proposed(allowed("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
+    await store.action_proposed(action("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
     report = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 2, lazy=True)
     await asyncio.wait_for(report, 5)  # LAZY_FLUSH_S, with nothing else written
     assert "action.succeeded" in await audit_events(store, "a-1")
@@ -125,7 +97,7 @@ async def test_close_commits_held_lazy_writes(tmp_path: Path, monkeypatch: pytes
     store = await Store.open(db, key_path=key, writer_process=True)
     try:
         await store.session_started(session(), resumed=False, ts_ms=T0)
-        await store.action_proposed(allowed("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
+        await store.action_proposed(action("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
         report = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 2, lazy=True)
     finally:
         await store.close()
@@ -141,7 +113,7 @@ async def test_close_commits_held_lazy_writes(tmp_path: Path, monkeypatch: pytes
 async def test_an_eager_write_queued_after_a_lazy_one_is_not_overtaken(store: Store) -> None:
     """Lazy jobs are released ahead of the next eager one: the order of the
     queue is the order of the log, whatever the hold time."""
-    await store.action_proposed(allowed("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
+    await store.action_proposed(action("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
     report = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 2, lazy=True)
     # The same action, eagerly: legal only after the report is in.
     late = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 3)
