@@ -207,6 +207,19 @@ async def test_what_an_operator_acts_on_is_not_held_and_replaces_a_held_state(
         await next_event(op, lambda m: seen.append(m) or (isinstance(m, Alert) and m.message == "marker"))
         assert [m.action.state for m in seen if isinstance(m, ActionEvent)] == ["cancelled"]
 
+        # The same while no operator is connected: the held state is dropped too,
+        # so one who connects before the flush is not sent it after its snapshot.
+        svc._announce_action(info.model_copy(update={"state": "running"}), routine=True)
+        connected = set(svc.fanout.operators)
+        svc.fanout.operators.clear()
+        svc._announce_action(info.model_copy(update={"state": "cancelled"}))
+        svc.fanout.operators.update(connected)
+        svc._flush()
+        svc.alert("info", "marker 2")
+        seen.clear()
+        await next_event(op, lambda m: seen.append(m) or (isinstance(m, Alert) and m.message == "marker 2"))
+        assert [m for m in seen if isinstance(m, ActionEvent)] == []
+
 
 async def test_replies_to_agents_are_written_directly_until_the_agent_stops_reading(
     tower: Tower, monkeypatch: pytest.MonkeyPatch

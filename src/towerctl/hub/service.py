@@ -171,14 +171,15 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         them). An event that is not routine goes out at once, and drops a held
         one for its action: operators never get an older state after a newer."""
         self.reg.remember(info)
-        if not self.fanout.operators:
-            return
-        if routine:
+        if routine and self.fanout.operators:
             self._held_actions[info.action.action_id] = info
             self._arm_flush()
             return
+        # Dropped even with nobody connected: an operator who connects before
+        # the flush gets the newer state in its snapshot, never the older after.
         self._held_actions.pop(info.action.action_id, None)
-        self.fanout.send(encode(ActionEvent(action=info)))
+        if self.fanout.operators:
+            self.fanout.send(encode(ActionEvent(action=info)))
 
     def alert(
         self, level: Literal["info", "warning", "critical"], message: str, session_id: str | None = None
