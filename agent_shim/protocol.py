@@ -39,6 +39,7 @@ from agent_shim.agent_messages import (
 from agent_shim.operator_messages import (
     ActionEvent,
     ActionInfo,
+    ActivityEvent,
     Alert,
     Decide,
     Freeze,
@@ -52,12 +53,14 @@ from agent_shim.operator_messages import (
     PolicyInfo,
     ReqId,
     Result,
+    SessionActivity,
     SessionControl,
     SessionEvent,
     SessionInfo,
     SessionStatus,
     SetPolicy,
     Snapshot,
+    apply_activity,
 )
 from agent_shim.protocol_fields import (
     DECISION_SIG_TAG,
@@ -89,6 +92,7 @@ __all__ = [
     "ActionEvent",
     "ActionInfo",
     "ActionState",
+    "ActivityEvent",
     "AgentHello",
     "AgentMessage",
     "AgentMessageAdapter",
@@ -129,6 +133,7 @@ __all__ = [
     "ReqId",
     "Result",
     "SelfPaused",
+    "SessionActivity",
     "SessionControl",
     "SessionEvent",
     "SessionInfo",
@@ -139,6 +144,7 @@ __all__ = [
     "Started",
     "Text",
     "Welcome",
+    "apply_activity",
     "decode",
     "encode",
 ]

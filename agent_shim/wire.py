@@ -244,20 +244,29 @@ def encode(message: BaseModel) -> str:
 
 #: The websocket subprotocol of frames that hold one or more messages, one per line.
 LINES_SUBPROTOCOL: Final = "towerctl.lines.v1"
+#: v1, and an operator gets the activity of sessions in ``activity`` messages
+#: (several sessions each) instead of a ``session`` message per session.
+#: Consoles offer it first; shims need nothing of it and offer only v1.
+ACTIVITY_SUBPROTOCOL: Final = "towerctl.lines.v2"
+#: Both, newest first: either means several messages a frame.
+LINES_SUBPROTOCOLS: Final = (ACTIVITY_SUBPROTOCOL, LINES_SUBPROTOCOL)
 #: How many queued messages one frame carries at most.
 MAX_LINES_PER_FRAME: Final = 64
 
 
 def select_lines(_conn: object, offered: Sequence[str]) -> Subprotocol | None:
-    """A server's ``select_subprotocol``: LINES_SUBPROTOCOL for peers that
-    offer it; everyone else (older shims and consoles, plain websocket tools)
-    connects as before, with one message a frame, instead of websockets'
-    default of refusing a client that offers no subprotocol."""
-    return cast("Subprotocol", LINES_SUBPROTOCOL) if LINES_SUBPROTOCOL in offered else None
+    """A server's ``select_subprotocol``: the newest of LINES_SUBPROTOCOLS a
+    peer offers; everyone else (older shims and consoles, plain websocket
+    tools) connects as before, with one message a frame, instead of
+    websockets' default of refusing a client that offers no subprotocol."""
+    for name in LINES_SUBPROTOCOLS:
+        if name in offered:
+            return cast("Subprotocol", name)
+    return None
 
 
 def frame_lines(frame: str | bytes, lines: bool) -> Sequence[str | bytes]:
-    """The messages of one frame: its lines under LINES_SUBPROTOCOL, else
+    """The messages of one frame: its lines under LINES_SUBPROTOCOLS, else
     itself. A binary frame is never split: it is refused once, as a frame."""
     if lines and isinstance(frame, str):
         return frame.split("\n")

@@ -37,7 +37,7 @@ from agent_shim.protocol import (
     decode,
     encode,
 )
-from agent_shim.wire import LINES_SUBPROTOCOL
+from agent_shim.wire import LINES_SUBPROTOCOL, select_lines
 from towerctl.auth import Principal
 from towerctl.hub.fanout import BATCH_MAX_BYTES, BATCH_MAX_MESSAGES, OperatorConn
 from towerctl.operator import OperatorClient
@@ -88,16 +88,20 @@ class RawOperator:
             await self._task
 
 
-async def raw_operator(tower: Tower, who: str, hello: dict[str, Any], *, lines: bool = False) -> RawOperator:
+async def raw_operator(
+    tower: Tower, who: str, hello: dict[str, Any], *, lines: bool = False, offer: tuple[str, ...] = ()
+) -> RawOperator:
+    """``lines``: offer ``towerctl.lines.v1``; ``offer``: these subprotocols."""
+    offered = offer or ((LINES_SUBPROTOCOL,) if lines else ())
     ws = await connect(
         tower.url + "/operator",
         additional_headers={"Authorization": f"Bearer {tower.tokens[who]}"},
-        subprotocols=[Subprotocol(LINES_SUBPROTOCOL)] if lines else None,
+        subprotocols=[Subprotocol(name) for name in offered] or None,
         compression=None,
         proxy=None,
         max_size=None,
     )
-    assert ws.subprotocol == (LINES_SUBPROTOCOL if lines else None)
+    assert ws.subprotocol == select_lines(None, offered)
     await ws.send(json.dumps({"type": "hello", "protocol": PROTOCOL_VERSION, **hello}))
     welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert welcome["type"] == "welcome", welcome

@@ -20,7 +20,15 @@ from textual.widgets import Static
 from textual.widgets._footer import FooterKey
 
 import towerctl.tui.app as app_module
-from agent_shim.protocol import ActionEvent, HubToOperator, SessionEvent, SessionInfo, Snapshot
+from agent_shim.protocol import (
+    ActionEvent,
+    ActivityEvent,
+    HubToOperator,
+    SessionActivity,
+    SessionEvent,
+    SessionInfo,
+    Snapshot,
+)
 from towerctl.tui.app import TowerApp
 from towerctl.tui.hub_link import ConsoleClient
 from towerctl.tui.inbox import Inbox
@@ -84,6 +92,22 @@ async def test_a_changed_cell_repaints_its_row_not_the_table(monkeypatch: pytest
         y = fleet.get_row_index("s-dev-1") + fleet.header_height
         assert [r.y for r in rows] == [y] and rows[0].height == 1
         assert "make -j8" in row_text(fleet, "s-dev-1")  # and nothing stale came from a cache
+
+
+async def test_an_activity_message_updates_the_rows_it_names() -> None:
+    app = offline_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        fleet = app.screen.query_one(FleetTable)
+        before = row_text(fleet, "s-dev-1")
+        entry = SessionActivity(session_id="s-dev-1", last_seen=1, current_action="helm upgrade web", rate=17)
+        gone = SessionActivity(session_id="s-never-seen", last_seen=1, current_action="x", rate=1)
+        app.receive(ActivityEvent(sessions=(entry, gone)))
+        app.flush()
+        await pilot.pause()
+        assert fleet.get_cell("s-dev-1", "current").plain == "helm upgrade web"
+        assert fleet.get_cell("s-dev-1", "rate").plain == "17"
+        assert "helm upgrade web" in row_text(fleet, "s-dev-1") and row_text(fleet, "s-dev-1") != before
+        assert "s-never-seen" not in app.state.sessions  # activity never creates a session
 
 
 async def test_off_screen_rows_are_rewritten_when_they_scroll_into_view() -> None:

@@ -25,6 +25,7 @@ from agent_shim.protocol import (
     PROTOCOL_VERSION,
     ActionEvent,
     ActionInfo,
+    ActivityEvent,
     Decide,
     ErrorMsg,
     Freeze,
@@ -42,10 +43,11 @@ from agent_shim.protocol import (
     SessionInfo,
     SetPolicy,
     Snapshot,
+    apply_activity,
     decode,
     encode,
 )
-from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines
+from agent_shim.wire import LINES_SUBPROTOCOLS, frame_lines
 
 REQUEST_TIMEOUT_S: Final = 30.0
 #: Recent actions kept for lookups; a busy fleet sends thousands a minute.
@@ -117,7 +119,7 @@ class OperatorClient:
                 proxy=None,
                 max_size=16 * MAX_MESSAGE_BYTES,
                 # Several events a frame when the hub speaks it (agent_shim.wire).
-                subprotocols=[Subprotocol(LINES_SUBPROTOCOL)],
+                subprotocols=[Subprotocol(name) for name in LINES_SUBPROTOCOLS],
                 open_timeout=self._timeout,
                 ssl=self._ssl,
             )
@@ -149,9 +151,9 @@ class OperatorClient:
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
-            lines = ws.subprotocol == LINES_SUBPROTOCOL
+            lines = ws.subprotocol in LINES_SUBPROTOCOLS
             async for frame in ws:
-                # One message a frame, or one a line under LINES_SUBPROTOCOL;
+                # One message a frame, or one a line under LINES_SUBPROTOCOLS;
                 # each is handled as if it came alone, in order. A bad one ends
                 # the reader as a bad frame always did, after the messages
                 # before it and before those after it.
@@ -184,6 +186,8 @@ class OperatorClient:
             self._synced.set()
         elif isinstance(msg, SessionEvent):
             self.sessions[msg.session.session_id] = msg.session
+        elif isinstance(msg, ActivityEvent):
+            self.sessions.update(apply_activity(self.sessions, msg))
         elif isinstance(msg, ActionEvent):
             info = msg.action
             aid = info.action.action_id

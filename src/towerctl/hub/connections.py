@@ -41,7 +41,7 @@ from agent_shim.protocol import (
     decode,
     encode,
 )
-from agent_shim.wire import LINES_SUBPROTOCOL, frame_lines
+from agent_shim.wire import ACTIVITY_SUBPROTOCOL, LINES_SUBPROTOCOLS, frame_lines
 from towerctl.auth import Principal
 from towerctl.hub.fanout import OperatorConn
 from towerctl.hub.service import HubService, Refused
@@ -148,7 +148,7 @@ class ConnectionLoops:
             return
         strikes = 0
         svc = self.service
-        lines = conn.subprotocol == LINES_SUBPROTOCOL
+        lines = conn.subprotocol in LINES_SUBPROTOCOLS
         try:
             async for frame in conn:
                 svc.agent_frames += 1
@@ -215,8 +215,10 @@ class ConnectionLoops:
                 )
             )
         )
-        lines = conn.subprotocol == LINES_SUBPROTOCOL
-        op = OperatorConn(conn, principal, svc.snapshot_json, batch=lines)
+        lines = conn.subprotocol in LINES_SUBPROTOCOLS
+        op = OperatorConn(
+            conn, principal, svc.snapshot_json, batch=lines, activity=conn.subprotocol == ACTIVITY_SUBPROTOCOL
+        )
         op.push(svc.snapshot_json())
         svc.fanout.add(op)
         svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))

@@ -10,7 +10,7 @@ long the stall), then live events. Replies to the operator's own requests
 (``result``, ``error``) are never dropped for a snapshot; a peer that keeps
 sending requests without reading the replies is disconnected.
 
-An operator connected under ``towerctl.lines.v1`` (``agent_shim.wire``) gets,
+An operator connected under ``towerctl.lines.v1`` or v2 (``agent_shim.wire``) gets,
 in one frame, every message queued when its sender runs (in order, up to
 ``BATCH_MAX_MESSAGES`` / ``BATCH_MAX_BYTES``), one per line: the framing and
 the ``write()`` are paid once per frame, not per event. Nothing waits for more
@@ -56,15 +56,18 @@ class OperatorConn:
         *,
         limit: int = QUEUE_LIMIT,
         batch: bool = False,
+        activity: bool = False,
         batch_messages: int = BATCH_MAX_MESSAGES,
         batch_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
-        """``batch``: the connection negotiated ``towerctl.lines.v1``."""
+        """``batch``: the connection negotiated ``towerctl.lines.v1`` or v2;
+        ``activity``: v2, so it takes ``activity`` messages."""
         self.conn = conn
         self.principal = principal
         self._snapshot = snapshot
         self._limit = limit
         self.batch = batch
+        self.activity = activity
         self._batch_messages = batch_messages
         self._batch_bytes = batch_bytes
         #: (is a reply to this operator's request, frame)
@@ -166,3 +169,15 @@ class Fanout:
         """Queue one already-encoded message for every operator (encoded once)."""
         for op in self.operators:
             op.push(data)
+
+    def send_activity(self, compact: Callable[[], list[str]], each: Callable[[], list[str]]) -> None:
+        """Session activity: ``compact`` (``activity`` messages) for operators
+        that take them, ``each`` (a ``session`` message per session) for the
+        others; each form encoded once, and only if someone gets it."""
+        forms: dict[bool, list[str]] = {}
+        for op in self.operators:
+            messages = forms.get(op.activity)
+            if messages is None:
+                messages = forms[op.activity] = compact() if op.activity else each()
+            for data in messages:
+                op.push(data)

@@ -23,8 +23,18 @@ from typing import TYPE_CHECKING, Literal
 from websockets.asyncio.server import broadcast
 from websockets.exceptions import ConnectionClosed
 
+from agent_shim.operator_messages import MAX_ACTIVITY_ENTRIES
 from agent_shim.policy import EnvPolicy
-from agent_shim.protocol import ActionEvent, ActionInfo, Alert, SessionEvent, Snapshot, encode
+from agent_shim.protocol import (
+    ActionEvent,
+    ActionInfo,
+    ActivityEvent,
+    Alert,
+    SessionActivity,
+    SessionEvent,
+    Snapshot,
+    encode,
+)
 from towerctl.hub.agents import _STATE_FOR, AgentSide
 from towerctl.hub.control import SessionControl
 from towerctl.hub.decisions import EXPIRY_RETRY_MS, Decisions
@@ -141,8 +151,10 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
 
     def _touch_session(self, sess: LiveSession) -> None:
         """A session's activity changed (current action, rate): operators hear
-        of it within SESSION_COALESCE_S, once, however many actions it ran.
-        Status changes go out at once through _announce_session."""
+        of it within SESSION_COALESCE_S, once, however many actions it ran,
+        with every other session that acted meanwhile in one ``activity``
+        message (a ``session`` message each for older consoles). Status
+        changes go out at once through _announce_session."""
         if not self.fanout.operators:
             return
         self._dirty_sessions.add(sess.session_id)
@@ -158,10 +170,10 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         for info in held.values():
             self.fanout.send(encode(ActionEvent(action=info)))
         dirty, self._dirty_sessions = self._dirty_sessions, set()
-        for sid in dirty:
-            sess = self.reg.sessions.get(sid)
-            if sess is not None:
-                self._announce_session(sess)
+        live = [s for sid in dirty if (s := self.reg.sessions.get(sid)) is not None]
+        if live:
+            now = time.monotonic()
+            self.fanout.send_activity(lambda: _activity(live, now), lambda: _session_events(live, now))
 
     def _announce_action(self, info: ActionInfo, *, routine: bool = False) -> None:
         """``routine``: held for the next flush, replaced by a later state of the
@@ -202,3 +214,25 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
             return
         with contextlib.suppress(ConnectionClosed):
             await conn.send(data)
+
+
+def _activity(sessions: list[LiveSession], now: float) -> list[str]:
+    """``activity`` messages for operators on ``towerctl.lines.v2``."""
+    entries = [
+        SessionActivity(
+            session_id=s.session_id,
+            last_seen=s.last_seen,
+            current_action=s.current_action[:200],
+            rate=s.rate.rate(now),
+        )
+        for s in sessions
+    ]
+    return [
+        encode(ActivityEvent(sessions=tuple(entries[i : i + MAX_ACTIVITY_ENTRIES])))
+        for i in range(0, len(entries), MAX_ACTIVITY_ENTRIES)
+    ]
+
+
+def _session_events(sessions: list[LiveSession], now: float) -> list[str]:
+    """A whole ``session`` message per session, for older consoles."""
+    return [encode(SessionEvent(session=s.info(s.rate.rate(now)))) for s in sessions]

@@ -29,7 +29,8 @@ class Inbox:
     is lost); one that changes status is queued after it. When the backlog
     passes ``coalesce_actions_at`` (the console is falling behind), action
     events are coalesced by action too, keeping the backlog bounded by what is
-    live rather than by how long the console was busy.
+    live rather than by how long the console was busy. ``activity`` messages
+    (one per hub flush, ~20/s, for every session that acted) queue as they come.
     """
 
     def __init__(self, coalesce_actions_at: int = BACKLOG_COALESCE_ACTIONS) -> None:

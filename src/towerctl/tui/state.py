@@ -19,6 +19,7 @@ from typing import Final, Literal
 from agent_shim.protocol import (
     ActionEvent,
     ActionInfo,
+    ActivityEvent,
     Alert,
     FreezeEvent,
     HubToOperator,
@@ -29,6 +30,7 @@ from agent_shim.protocol import (
     SessionEvent,
     SessionInfo,
     Snapshot,
+    apply_activity,
 )
 
 #: Finished actions kept for the feeds and the audit view; pending ones are always kept.
@@ -262,6 +264,11 @@ class TowerState:
             self._apply_snapshot(msg, now_ms)
         elif isinstance(msg, SessionEvent):
             self._apply_session(msg.session)
+        elif isinstance(msg, ActivityEvent):
+            # Rate, current action, last seen: nothing the feed notes.
+            updated = apply_activity(self.sessions, msg)
+            self.sessions.update(updated)
+            self._delta.sessions.update(updated)
         elif isinstance(msg, ActionEvent):
             self._apply_action(msg.action, announce=True)
         elif isinstance(msg, PolicyEvent):
