@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from budget import budget_rows  # noqa: E402
-from harness import ServedHub, machine_busy_s, pct, self_cpu_s, start_hub  # noqa: E402
+from harness import ServedHub, child_env, machine_busy_s, pct, self_cpu_s, start_hub  # noqa: E402
 
 from agent_shim.protocol import ActionEvent  # noqa: E402
 from towerctl.operator import OperatorClient  # noqa: E402
@@ -550,7 +550,7 @@ class Bench:
             }
         finally:
             db.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+        env = child_env()
         env["TOWER_HOME"] = str(hub.home)
         towerctl = shutil.which("towerctl") or str(Path(PY).with_name("towerctl"))
         t0 = time.monotonic()

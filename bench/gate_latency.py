@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import start_hub
+from harness import child_env, start_hub
 
 #: A case's stdin, made afresh for each run (None: /dev/null).
 Stdin = Callable[[], bytes] | None
@@ -87,7 +87,7 @@ def run_cases(
     stub.mkdir()
     (stub / "kubectl").write_text("#!/bin/sh\nexit 0\n")
     (stub / "kubectl").chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    base = child_env()
     base.update(
         TOWER_HOME=str(home), TOWER_URL=hub_url, TOWER_TOKEN=token, TOWER_ENV="dev", TOWER_RUNTIME_DIR=str(rt)
     )
@@ -136,7 +136,7 @@ def run_cases(
     finally:
         subprocess.run(
             [sys.executable, "-m", "towerctl.cli", "shimd", "--stop"],
-            env=dict(os.environ, TOWER_RUNTIME_DIR=str(rt)),
+            env=dict(child_env(), TOWER_RUNTIME_DIR=str(rt)),
             capture_output=True,
         )
     medians = {name: round(statistics.median(v), 1) for name, v in samples.items()}

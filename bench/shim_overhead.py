@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import BENCH_POLICY, start_hub
+from harness import BENCH_POLICY, child_env, start_hub
 
 from agent_shim import Action, Shim, new_action_id
 from agent_shim.policy import parse_policy_toml
@@ -134,7 +134,7 @@ def time_cmd(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float
 
 
 def startup_costs(url: str, token: str, runs: int) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    env = child_env()
     env.update(TOWER_URL=url, TOWER_TOKEN=token, TOWER_AGENT="bench-exec", TOWER_ENV="dev")
     towerctl = shutil.which("towerctl") or str(Path(sys.executable).with_name("towerctl"))
     true = shutil.which("true") or "/bin/true"
