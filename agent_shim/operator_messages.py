@@ -7,7 +7,7 @@ are just as strict all the same (``extra="forbid"``, nothing coerced).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, Field
@@ -187,12 +187,15 @@ class ActivityEvent(BaseModel):
     sessions: Annotated[tuple[SessionActivity, ...], Field(min_length=1, max_length=MAX_ACTIVITY_ENTRIES)]
 
 
-def apply_activity(sessions: Mapping[str, SessionInfo], event: ActivityEvent) -> dict[str, SessionInfo]:
-    """The sessions of ``sessions`` that ``event`` names, with its activity.
-    A session not known here (ended, or not yet in a snapshot) is skipped:
-    activity never creates a session, ``session`` messages do."""
+def apply_activity(
+    sessions: Mapping[str, SessionInfo], activity: Iterable[SessionActivity]
+) -> dict[str, SessionInfo]:
+    """The sessions of ``sessions`` that ``activity`` names (an ``activity``
+    message's entries), with it applied. A session not known here (ended, or
+    not yet in a snapshot) is skipped: activity never creates a session,
+    ``session`` messages do."""
     updated: dict[str, SessionInfo] = {}
-    for e in event.sessions:
+    for e in activity:
         known = sessions.get(e.session_id)
         if known is not None:
             # A literal update, not a dump of ``e``: 6 us a session instead of 9.

@@ -29,7 +29,9 @@ from agent_shim.protocol import (
     HubToOperatorAdapter,
     ProtocolError,
     SessionActivity,
+    SessionEvent,
     SessionInfo,
+    Snapshot,
     apply_activity,
     decode,
     encode,
@@ -37,6 +39,7 @@ from agent_shim.protocol import (
 from agent_shim.wire import ACTIVITY_SUBPROTOCOL, LINES_SUBPROTOCOL
 from towerctl.hub.registry import LiveSession
 from towerctl.hub.service import _activity
+from towerctl.operator import OperatorClient
 from towerctl.tui.state import TowerState
 
 from .conftest import Tower, wait_for
@@ -143,7 +146,7 @@ def test_apply_activity_updates_known_sessions_only() -> None:
             SessionActivity(session_id="gone", last_seen=30, current_action="x", rate=1),
         )
     )
-    updated = apply_activity(sessions, event)
+    updated = apply_activity(sessions, event.sessions)
     assert set(updated) == {"s1"}
     s1 = updated["s1"]
     assert (s1.last_seen, s1.current_action, s1.rate) == (20, "kubectl get pods", 7)
@@ -152,6 +155,28 @@ def test_apply_activity_updates_known_sessions_only() -> None:
         exclude={"last_seen", "current_action", "rate"}
     )
     assert sessions["s1"].current_action == "old"  # the input is not modified
+
+
+def test_operator_client_folds_activity_in_order_with_session_messages() -> None:
+    client = OperatorClient("ws://127.0.0.1:9", "unused")
+    snap = Snapshot(sessions=(info("s1", status="active"),), pending=(), policies={}, hub_time=1)
+
+    def act(rate: int) -> ActivityEvent:
+        return ActivityEvent(sessions=(SessionActivity(session_id="s1", last_seen=rate, rate=rate),))
+
+    for msg in (snap, act(7)):
+        client._apply(msg)
+    assert client.sessions["s1"].rate == 7
+    # A session message is newer than the activity before it, folded or not.
+    for msg in (act(8), SessionEvent(session=info("s1", status="paused", rate=3))):
+        client._apply(msg)
+    assert (client.sessions["s1"].status, client.sessions["s1"].rate) == ("paused", 3)
+    client._apply(act(9))
+    assert (client.sessions["s1"].status, client.sessions["s1"].rate) == ("paused", 9)
+    # ...and a snapshot replaces everything, activity not yet read included.
+    for msg in (act(10), snap):
+        client._apply(msg)
+    assert (client.sessions["s1"].status, client.sessions["s1"].rate) == ("active", 5)
 
 
 def test_console_state_folds_activity_into_sessions_without_feed_entries() -> None:

@@ -266,7 +266,7 @@ class TowerState:
             self._apply_session(msg.session)
         elif isinstance(msg, ActivityEvent):
             # Rate, current action, last seen: nothing the feed notes.
-            updated = apply_activity(self.sessions, msg)
+            updated = apply_activity(self.sessions, msg.sessions)
             self.sessions.update(updated)
             self._delta.sessions.update(updated)
         elif isinstance(msg, ActionEvent):
