@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _signal as signal  # type: ignore[import-not-found]  # no stub; `signal` imports enum: ~5 ms a start
 import os
 import sys
 
@@ -35,8 +36,6 @@ def join(argv: list[str]) -> str:
 
 
 def _reset_signals() -> None:
-    import signal
-
     # Python ignores SIGPIPE and SIGXFSZ; the tool must get the defaults back.
     for name in ("SIGPIPE", "SIGXFSZ"):
         sig = getattr(signal, name, None)
@@ -74,7 +73,6 @@ def run_and_report(
     self-pipe, polled together with the daemon's socket.
     """
     import select
-    import signal
 
     child: list[int] = []
     wake_r, wake_w = os.pipe()
