@@ -20,7 +20,9 @@ load_raw.py agents. Figures (median and min-max spread over several windows):
 4. shim overhead per allowed action and `towerctl exec` start-up (shim_overhead.py);
 5. durability: throughput with --sync full vs normal;
 6. every acknowledged action has its rows and audit records in the SQLite file,
-   and `towerctl audit verify` passes.
+   and `towerctl audit verify` passes;
+7. the console: tui_bench.py for 15 s (500 sessions, 1,000 hub events/s,
+   keypress -> decision sent, event backlog).
 
 With profiling on, the hub is sampled with py-spy under the 1,000-agent
 throughput load and the top own-time and cumulative frames are summarised.
@@ -641,6 +643,33 @@ class Bench:
             await hub.stop()
         self.out["audit_normal"] = self.audit_check(hub, "normal")
 
+    async def tui_phase(self) -> None:
+        """Figure 5: the console (headless ``run_test``) with 500 sessions and
+        1,000 hub events/s, by ``tui_bench.py`` (its own hub and load), shortened
+        to fit the run; ``python bench/tui_bench.py`` alone measures 30 s."""
+        out = self.tmp / "tui.json"
+        proc = await asyncio.create_subprocess_exec(
+            PY,
+            str(HERE / "tui_bench.py"),
+            "--duration",
+            "10" if self.quick else "15",
+            "--out",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 240)
+        if not out.exists():  # exit 1 with a result is a shortfall, reported in the table
+            raise RuntimeError(f"tui_bench failed ({proc.returncode}): {err.decode()[-1000:]}")
+        tui = json.loads(out.read_text())
+        self.out["tui"] = tui
+        ev, keys = tui["events_per_s"], tui["keypress_to_decision_sent_ms"]["all"]
+        backlog_max = tui["backlog_events"]["all"]["max"]
+        log(
+            f"tui: {ev['received']:.0f} hub events/s received ({ev['load_actions_per_s_last']} actions/s), "
+            f"keypress -> decision sent p99 {keys['p99']:.1f} ms, backlog max {backlog_max:.0f}"
+        )
+
 
 # ---------------------------------------------------------------- profile
 
@@ -868,6 +897,38 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append(
             ("`import agent_shim` (vs python -c pass)", f"+{st['import_agent_shim_ms']} ms", "—", "—", "—")
         )
+    tui = out.get("tui")
+    if tui:
+        ev, backlog = tui["events_per_s"], tui["backlog_events"]
+        keys = tui["keypress_to_decision_sent_ms"]["all"]
+        sessions = tui["sessions_seen"]
+        rows.append(
+            (
+                f"TUI: hub events/s received ({sessions} sessions)",
+                f"{ev['received']:.0f} ({ev['load_actions_per_s_last']:.0f} actions/s)",
+                "—",
+                "—",
+                f"≥ {ev['target']:,.0f}",
+            )
+        )
+        rows.append(
+            (
+                "TUI: keypress → decision sent p99 (max)",
+                f"{keys['p99']:.1f} ms ({keys['max']:.1f}; n {keys['n']:.0f})",
+                "—",
+                "—",
+                "< 100 ms",
+            )
+        )
+        rows.append(
+            (
+                "TUI: event backlog p99 / max (TUI cores)",
+                f"{backlog['all']['p99']:.0f} / {backlog['all']['max']:.0f} ({tui['cores_used']['tui']})",
+                "—",
+                "—",
+                "bounded",
+            )
+        )
     for key in ("audit_full", "audit_normal"):
         a = out.get(key)
         if a:
@@ -906,6 +967,7 @@ async def amain(args: argparse.Namespace) -> None:
     await bench.echo_phase()
     await bench.ceiling_phase()
     await bench.hub_phase()
+    await bench.tui_phase()
     bench.out["elapsed_s"] = round(time.monotonic() - t0, 1)
     bench.out["machine"]["loadavg_at_end"] = os.getloadavg()
     table, ratios = build_table(bench.out)
