@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,32 @@ def test_the_budget_is_what_the_machine_leaves_the_hub_at_the_target_rate(
     (row,) = budget_rows(run)
     assert row[0].startswith("hub CPU budget per action at 0.8x echo") and row[4].startswith("≤ 1x")
     assert budgets({"machine": {"nproc": 2}, "echo": {}}) == []
+
+
+def _tui_result(received: float, target_met: bool) -> dict[str, Any]:
+    """The parts of ``tui_bench.py``'s JSON the fleet table reads."""
+    return {
+        "sessions_seen": 503,
+        "events_per_s": {
+            "target": 1000,
+            "received": received,
+            "target_met": target_met,
+            "load_actions_per_s_last": 832.0,
+        },
+        "keypress_to_decision_sent_ms": {"all": {"n": 55.0, "p99": 4.69, "max": 15.93}},
+        "backlog_events": {"all": {"p99": 260.0, "max": 409.0}},
+        "cores_used": {"tui": 0.66},
+    }
+
+
+@pytest.mark.parametrize(("received", "met"), [(1076.6, True), (912.0, False)])
+def test_the_fleet_table_states_the_console_figures_and_a_shortfall(received: float, met: bool) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from fleet_bench import tui_rows
+
+    events, keys, backlog = tui_rows(_tui_result(received, met))
+    assert events[0] == "TUI: hub events/s received (503 sessions)" and events[4] == "≥ 1,000"
+    assert events[1].startswith(f"{received:.0f} (832 actions/s)")
+    assert events[1].endswith("SHORTFALL") is not met
+    assert keys[1] == "4.7 ms (15.9; n 55)" and keys[4] == "< 100 ms"
+    assert backlog[1] == "260 / 409 (0.66)"
