@@ -15,6 +15,7 @@ import pytest
 from textual.widgets import Static
 
 from agent_shim import Action, ActionDenied, SessionKilled, Shim, new_action_id
+from agent_shim.wire import ACTIVITY_SUBPROTOCOL
 from towerctl.tui.app import TowerApp
 from towerctl.tui.screens.approval import ApprovalScreen
 from towerctl.tui.screens.modals import ConfirmScreen, ReasonScreen
@@ -129,6 +130,29 @@ async def test_p_pauses_and_resumes_and_k_kills_a_session(tower: Tower) -> None:
         with pytest.raises(SessionKilled):
             await shim.admit(shell("ls"))
         await wait_for(lambda: fleet.get_cell(shim.session_id, "status").plain.startswith("killed"))
+
+
+async def test_the_fleet_table_shows_what_each_agent_is_running_now(tower: Tower) -> None:
+    """Activity arrives in ``activity`` messages (``towerctl.lines.v2``): the
+    current action and rate appear while a command runs and the command clears
+    when it is reported, with no status change in between."""
+    app = TowerApp(tower.url, tower.tokens["viewer"])
+    agent = Shim(tower.url, tower.tokens["agent"], agent="builder", env="dev")
+    async with app.run_test(size=SIZE), agent as shim:
+        await connected(app)
+        client = app._link.client
+        assert client is not None and client._ws is not None
+        assert client._ws.subprotocol == ACTIVITY_SUBPROTOCOL
+        fleet = app.screen.query_one(FleetTable)
+        await wait_for(lambda: shim.session_id in app.state.sessions)
+        for k in range(2):
+            shim.report(await shim.admit(shell(f"make -j8 target-{k}")))
+        running = await shim.admit(shell("make -j8 install"))  # admitted, not yet reported
+        await wait_for(lambda: fleet.get_cell(shim.session_id, "current").plain == "make -j8 install", 10)
+        await wait_for(lambda: fleet.get_cell(shim.session_id, "rate").plain == "3", 10)
+        shim.report(running)
+        await wait_for(lambda: fleet.get_cell(shim.session_id, "current").plain == "", 10)
+        assert fleet.get_cell(shim.session_id, "status").plain.startswith("active")
 
 
 async def test_kill_is_not_sent_when_the_confirmation_is_declined(tower: Tower) -> None:
