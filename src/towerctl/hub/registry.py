@@ -15,12 +15,14 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection
 
 from agent_shim.policy import EnvPolicy, RateWindow, policy_for
-from agent_shim.protocol import ActionInfo, PolicyInfo, SessionInfo, SessionStatus
+from agent_shim.protocol import ActionInfo, PolicyInfo, SessionActivity, SessionInfo, SessionStatus
 
 RECENT_ACTIONS: Final = 500
 #: Actions kept in memory until they finish. Beyond this the oldest are dropped
 #: and a late started/report for them is checked against the store instead.
 LIVE_LIMIT: Final = 100_000
+#: Operators see at most this much of a session's current command.
+CURRENT_ACTION_CHARS: Final = 200
 
 
 @dataclass(slots=True)
@@ -55,8 +57,17 @@ class LiveSession:
             connected=self.conn is not None,
             started_at=self.started_at,
             last_seen=self.last_seen,
-            current_action=self.current_action[:200],
+            current_action=self.current_action[:CURRENT_ACTION_CHARS],
             pending=len(self.pending),
+            rate=now_rate,
+        )
+
+    def activity(self, now_rate: int = 0) -> SessionActivity:
+        """The part of :meth:`info` that changes with every action."""
+        return SessionActivity(
+            session_id=self.session_id,
+            last_seen=self.last_seen,
+            current_action=self.current_action[:CURRENT_ACTION_CHARS],
             rate=now_rate,
         )
 

@@ -30,7 +30,6 @@ from agent_shim.protocol import (
     ActionInfo,
     ActivityEvent,
     Alert,
-    SessionActivity,
     SessionEvent,
     Snapshot,
     encode,
@@ -147,7 +146,7 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
     def _announce_session(self, sess: LiveSession) -> None:
         self._dirty_sessions.discard(sess.session_id)
         if self.fanout.operators:
-            self.fanout.send(encode(SessionEvent(session=sess.info(sess.rate.rate(time.monotonic())))))
+            self.fanout.send(_session_event(sess, time.monotonic()))
 
     def _touch_session(self, sess: LiveSession) -> None:
         """A session's activity changed (current action, rate): operators hear
@@ -218,21 +217,17 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
 
 def _activity(sessions: list[LiveSession], now: float) -> list[str]:
     """``activity`` messages for operators on ``towerctl.lines.v2``."""
-    entries = [
-        SessionActivity(
-            session_id=s.session_id,
-            last_seen=s.last_seen,
-            current_action=s.current_action[:200],
-            rate=s.rate.rate(now),
-        )
-        for s in sessions
-    ]
+    entries = [s.activity(s.rate.rate(now)) for s in sessions]
     return [
         encode(ActivityEvent(sessions=tuple(entries[i : i + MAX_ACTIVITY_ENTRIES])))
         for i in range(0, len(entries), MAX_ACTIVITY_ENTRIES)
     ]
 
 
+def _session_event(sess: LiveSession, now: float) -> str:
+    return encode(SessionEvent(session=sess.info(sess.rate.rate(now))))
+
+
 def _session_events(sessions: list[LiveSession], now: float) -> list[str]:
     """A whole ``session`` message per session, for older consoles."""
-    return [encode(SessionEvent(session=s.info(s.rate.rate(now)))) for s in sessions]
+    return [_session_event(s, now) for s in sessions]
