@@ -7,6 +7,7 @@ table-driven and reused by the hub, which judges every proposal again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from agent_shim.policy import EnvPolicy, Evaluation, RateWindow, evaluate, policy_for
 from agent_shim.protocol import Action, Propose
@@ -70,6 +71,50 @@ def assess(policy: EnvPolicy, env: str, action: Action) -> Evaluation:
     )
 
 
+#: Commands longer than this are judged every time: a memo of long, unique
+#: commands would hold megabytes and never hit.
+MEMO_COMMAND_CHARS: Final = 512
+#: Judgements remembered per :class:`Assessor` (the oldest goes first).
+MEMO_ENTRIES: Final = 4096
+
+
+class Assessor:
+    """:func:`assess`, remembering the last ``MEMO_ENTRIES`` judgements.
+
+    Why: a fleet runs the same few hundred commands over and over, and the hub
+    judges every proposal again (~9 us of classifying and policy matching per
+    action, the largest pure step on its path). A judgement depends on nothing
+    but the policy, the environment and the action's kind, command and
+    declared risk (never on its id, target or reason; see :func:`assess`), so
+    that is the key. The policy is keyed by identity and kept in the entry,
+    so a replaced policy (a new object) can never match an entry made under
+    the old one, and the old one's id cannot be reused while an entry holds it.
+    """
+
+    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max = max_entries
+        self._memo: dict[tuple[int, str, str, str, str | None], tuple[EnvPolicy, Evaluation]] = {}
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def __call__(self, policy: EnvPolicy, env: str, action: Action) -> Evaluation:
+        if len(action.command) > MEMO_COMMAND_CHARS:
+            return assess(policy, env, action)
+        key = (id(policy), env, action.kind, action.command, action.declared_risk)
+        memo = self._memo
+        hit = memo.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        evaluation = assess(policy, env, action)
+        if len(memo) >= self._max and key not in memo:
+            del memo[next(iter(memo))]
+        memo[key] = (policy, evaluation)
+        return evaluation
+
+
 class Gate:
     """Per-session judge: the environment, its current policy and its rate window."""
 
@@ -77,6 +122,7 @@ class Gate:
         self.env = env
         self.policy = policy if policy is not None else policy_for(None, env)
         self._rate = RateWindow(self.policy.max_actions_per_minute)
+        self._assess = Assessor()
 
     def set_policy(self, policy: EnvPolicy) -> None:
         if policy.max_actions_per_minute != self.policy.max_actions_per_minute:
@@ -94,4 +140,11 @@ class Gate:
         return self._rate.rate(now)
 
     def judge(self, action: Action) -> Ruling:
-        return judge(self.policy, self.env, action)
+        """:func:`judge`, with this session's judgements remembered (an agent
+        repeats itself: the shim's cost per allowed action is mostly this)."""
+        return Ruling(
+            action=action,
+            digest=action.digest(),
+            evaluation=self._assess(self.policy, self.env, action),
+            timeout_s=self.policy.approval_timeout_s,
+        )

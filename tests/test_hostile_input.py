@@ -12,16 +12,17 @@ import resource
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from agent_shim import Action, Shim, new_action_id
+from agent_shim.policy import Rule
 from agent_shim.protocol import (
     PROTOCOL_VERSION,
     AgentMessageAdapter,
@@ -47,16 +48,23 @@ ADAPTERS: list[TypeAdapter[Any]] = [
 D = "ab" * 32
 
 
-def propose_json(verdict: str = "ask") -> str:
-    action = Action(action_id="act-1", kind="shell", command="kubectl delete pod web-0", target="prod")
+def propose_json(
+    verdict: str = "ask",
+    *,
+    command: str = "kubectl delete pod web-0",
+    explanation: str = "needs approval",
+    rule: Rule | None = None,
+) -> str:
+    action = Action(action_id="act-1", kind="shell", command=command, target="prod")
     return encode(
         Propose(
             action=action,
             digest=action.digest(),
             risk="destructive",
-            reasons=("deletes a pod",),
+            reasons=("deletes a pod",) if rule is None else ("deletes: a pod", "x:y"),
             verdict=verdict,  # type: ignore[arg-type]
-            explanation="needs approval",
+            rule=rule,
+            explanation=explanation,
             proposed_at=1,
         )
     )
@@ -64,6 +72,14 @@ def propose_json(verdict: str = "ask") -> str:
 
 VALID_FRAMES = [
     propose_json(),
+    # Colons inside strings (the hub's own explanations say "prod: ..."), with
+    # and without a model whose validators may rewrite its strings (Rule).
+    propose_json(command="curl http://a:8080/x", explanation="prod: destructive actions need approval"),
+    propose_json(
+        command="kubectl delete pod web-0",
+        explanation="prod: rule 1",
+        rule=Rule(match="kubectl delete*", verdict="ask", reason="prod: deletes need a look"),
+    ),
     json.dumps(
         {"type": "hello", "protocol": PROTOCOL_VERSION, "agent": "bot", "env": "dev", "session_id": "s-1"}
     ),
@@ -160,7 +176,13 @@ def test_any_repeated_key_is_refused_even_with_the_same_value(frame: str, data: 
     nested = "action" in obj and data.draw(st.booleans())
     target = obj["action"] if nested else obj
     key = data.draw(st.sampled_from(sorted(target)))
-    value = data.draw(st.sampled_from([json.dumps(target[key]), '"a:b"', "1", "null"]))
+    # A kept value written with a \u003a escape holds a colon the frame's
+    # count does not see: the count must not be fooled by it.
+    value = data.draw(
+        st.sampled_from(
+            [json.dumps(target[key]), '"a:b"', "1", "null", '"\\u003a"', '"x\\u003a:"', '"::"', '"\\u003A"']
+        )
+    )
     pair = f"{json.dumps(key)}:{value}"
     mutated = (
         frame.replace('"action":{', '"action":{' + pair + ",", 1) if nested else frame[:-1] + "," + pair + "}"
@@ -290,6 +312,21 @@ def test_decode_rejects_with_a_clear_reason(frame: str | bytes, code: str) -> No
         decode(AgentMessageAdapter, frame)
     assert err.value.code == code, err.value.message
     assert err.value.message
+
+
+class _AddsAColon(BaseModel):
+    """A model whose validator rewrites a string: its kept strings do not tell
+    how many colons the frame held."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    note: Annotated[str, AfterValidator(lambda s: s + ":")]
+
+
+def test_a_validator_that_rewrites_strings_cannot_hide_a_repeated_key() -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(TypeAdapter(_AddsAColon), '{"note":"x","note":"y"}')
+    assert err.value.code == "duplicate_key"
+    assert decode(TypeAdapter(_AddsAColon), '{"note":"y"}').note == "y:"
 
 
 def test_duplicate_key_cannot_flip_an_operator_decision() -> None:

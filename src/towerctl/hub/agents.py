@@ -17,7 +17,6 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection
 
 from agent_shim.agent_messages import AckState, body_digest
-from agent_shim.gate import assess
 from agent_shim.policy import RateWindow
 from agent_shim.protocol import (
     PROTOCOL_VERSION,
@@ -173,7 +172,7 @@ class AgentSide(ServiceBase):
             return
         ts = now_ms()
         version, pol = self.reg.policy(sess.env)
-        ev = assess(pol, sess.env, action)
+        ev = self.reg.assess(pol, sess.env, action)
         if msg.verdict == "allow":
             # The shim has already run it: record the truth (the alarm is
             # raised below, once the record is durable).

@@ -14,6 +14,7 @@ from typing import Final
 
 from websockets.asyncio.server import ServerConnection
 
+from agent_shim.gate import Assessor
 from agent_shim.policy import EnvPolicy, RateWindow, policy_for
 from agent_shim.protocol import ActionInfo, PolicyInfo, SessionActivity, SessionInfo, SessionStatus
 
@@ -98,6 +99,8 @@ class Registry:
         self.live: dict[str, LiveAction] = {}
         self.policies: dict[str, tuple[int, EnvPolicy]] = {}
         self.frozen: set[str] = set()
+        #: The hub's own judgement of each proposal, remembered per command.
+        self.assess = Assessor()
 
     def policy(self, env: str) -> tuple[int, EnvPolicy]:
         """The hub's policy for ``env``: the stored one, else the built-in (version 0)."""
