@@ -965,10 +965,18 @@ async def amain(args: argparse.Namespace) -> None:
     bench = Bench(args)
     t0 = time.monotonic()
     log(f"machine: {bench.out['machine']}; work dir {bench.tmp}")
-    await bench.echo_phase()
-    await bench.ceiling_phase()
-    await bench.hub_phase()
-    await bench.tui_phase()
+    # Seconds per phase: the whole run must stay under 5 minutes (issue 6).
+    phases: dict[str, float] = {}
+    for name, phase in (
+        ("echo", bench.echo_phase),
+        ("ceiling", bench.ceiling_phase),
+        ("hub", bench.hub_phase),
+        ("tui", bench.tui_phase),
+    ):
+        started = time.monotonic()
+        await phase()
+        phases[name] = round(time.monotonic() - started, 1)
+    bench.out["phase_s"] = phases
     bench.out["elapsed_s"] = round(time.monotonic() - t0, 1)
     bench.out["machine"]["loadavg_at_end"] = os.getloadavg()
     table, ratios = build_table(bench.out)
@@ -979,7 +987,7 @@ async def amain(args: argparse.Namespace) -> None:
     m = bench.out["machine"]
     print(
         f"\nfleet benchmark — {m['nproc']} cores, {m['cpu']}, Python {m['python']}, {m['date_utc']}, "
-        f"{bench.out['elapsed_s']} s\n"
+        f"{bench.out['elapsed_s']} s ({', '.join(f'{k} {v} s' for k, v in phases.items())})\n"
     )
     print(table)
     print(f"\nratios: {json.dumps(ratios)}")
