@@ -27,6 +27,8 @@ from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
 from towerctl.store.writer import Writer
 from towerctl.store.writer_proc import ProcessWriter
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.timeout(60)
 
 T0 = 1_700_000_000_000
@@ -114,6 +116,49 @@ async def test_a_concurrent_lifecycle_commits_in_batches_and_verifies(tmp_path: 
         assert conn.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (300,)
 
 
+def _hold(fifo: str, conn: sqlite3.Connection) -> int:
+    """Runs in the writer process: busy until the test writes a byte to ``fifo``."""
+    with open(fifo, "rb") as f:
+        return len(f.read(1))
+
+
+def _release(fifo: Path) -> None:
+    with open(fifo, "wb") as f:  # blocks until the writer process has it open
+        f.write(b"x")
+
+
+async def test_writes_queued_while_the_writer_process_is_busy_are_sent_to_it(tmp_path: Path) -> None:
+    """A write waits for the transaction under way and then its own, never for
+    batches the hub holds back: while the child is busy, everything queued
+    goes down the socket (where the child merges it into one transaction)."""
+    store = await open_store(tmp_path)
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    released = False
+    try:
+        await store.session_started(session(), resumed=False, ts_ms=T0)
+        writer = cast(ProcessWriter, store._writer)
+        held = asyncio.ensure_future(writer.run_on_connection(partial(_hold, str(fifo))))
+        await wait_for(lambda: len(writer._inflight) == 1)  # the child is busy from here
+        writes = []
+        for i in range(6):
+            writes.append(
+                asyncio.ensure_future(store.action_proposed(action(f"a-{i}"), actor="agent:a", ts_ms=T0))
+            )
+            await asyncio.sleep(0)  # one loop turn: the writer's task sends what is queued
+        await wait_for(lambda: writer._queue.empty() and len(writer._inflight) >= 3)
+        assert not any(w.done() for w in writes)
+        await asyncio.to_thread(_release, fifo)
+        released = True
+        assert await asyncio.wait_for(held, 10) == 1
+        assert await asyncio.wait_for(asyncio.gather(*writes), 10) == [None] * 6
+    finally:
+        if not released:  # never leave the writer process blocked
+            await asyncio.to_thread(_release, fifo)
+        await store.close()
+    assert await verify(tmp_path, key_of(tmp_path))
+
+
 async def test_already_decided_crosses_the_pipe_with_the_winner(tmp_path: Path) -> None:
     store = await open_store(tmp_path)
     try:
@@ -183,7 +228,11 @@ async def exited(pid: int, timeout: float) -> None:
 
 async def test_writer_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     parent = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _PARENT, str(tmp_path / "t.db"), str(tmp_path / "k.key"),
+        sys.executable,
+        "-c",
+        _PARENT,
+        str(tmp_path / "t.db"),
+        str(tmp_path / "k.key"),
         stdout=asyncio.subprocess.PIPE,
     )
     assert parent.stdout is not None

@@ -35,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -51,8 +52,11 @@ T = TypeVar("T")
 _HEADER: Final = struct.Struct("!I")
 #: How long stop() waits for the child to finish its batch and exit before killing it.
 STOP_TIMEOUT_S: Final = 30.0
-#: Batches sent to the child and not yet answered.
-MAX_IN_FLIGHT: Final = 2
+#: Batches sent to the child and not yet answered. The child commits every
+#: batch waiting in its socket in one transaction, so a write waits for the
+#: transaction under way and its own. With 2 it also waited for the one sent
+#: before it: measured at 1,000 actions/s, enqueue -> committed p50 11 -> 8 ms.
+MAX_IN_FLIGHT: Final = 8
 
 
 def _portable(exc: BaseException) -> StoreError:
@@ -180,16 +184,59 @@ def _child(sock: socket.socket, writer: Writer) -> None:
 # ----------------------------------------------------------------- parent
 
 
+class _Replies(asyncio.Protocol):
+    """The parent's end of the socket pair: each reply handled as it arrives.
+
+    Why not a ``StreamReader`` and a task reading it: that costs a task step
+    (a loop iteration) per batch between the child's answer and the callers'
+    futures, on every action's path, and a copy of every reply through the
+    reader's buffer. Here the replies are cut from the bytes received and
+    handed over in the same callback."""
+
+    def __init__(
+        self, on_message: Callable[[tuple[str, Any]], None], on_lost: Callable[[BaseException], None]
+    ):
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos, end = 0, len(buf)
+        while end - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if end - pos - _HEADER.size < size:
+                break
+            start = pos + _HEADER.size
+            message = pickle.loads(buf[start : start + size])
+            pos = start + size
+            self._on_message(message)
+        if pos:
+            del buf[:pos]
+
+    def eof_received(self) -> bool:
+        return False  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost(exc or ConnectionResetError("the writer process closed its socket"))
+
+
 class ProcessWriter(Writer):
     """A :class:`Writer` whose transactions run in a forked child process."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pid = 0
-        self._rx: asyncio.StreamReader | None = None
-        self._tx_stream: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._key: Ed25519PrivateKey | None = None
         self._broken: StoreError | None = None
+        #: Sent to the child and not yet answered, oldest first (it answers in order).
+        self._inflight: deque[_InFlight] = deque()
+        #: Set while fewer than MAX_IN_FLIGHT batches are in the child.
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ready: asyncio.Future[tuple[str, Any]] | None = None
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
@@ -218,9 +265,13 @@ class ProcessWriter(Writer):
                 os._exit(code)
         theirs.close()
         self._pid = pid
+        self._ready = loop.create_future()
         try:
-            self._rx, self._tx_stream = await asyncio.open_unix_connection(sock=ours)
-            kind, value = await self._read()
+            transport, _ = await loop.create_unix_connection(
+                lambda: _Replies(self._on_message, self._on_lost), sock=ours
+            )
+            self._transport = transport
+            kind, value = await self._ready
             if kind != "ready":
                 raise value if isinstance(value, StoreError) else StoreError(str(value))
             self.readonly_uri = str(value)
@@ -237,9 +288,9 @@ class ProcessWriter(Writer):
         self._executor.shutdown(wait=False)
 
     async def _reap(self, *, kill: bool) -> None:
-        if self._tx_stream is not None:
-            self._tx_stream.close()  # EOF: the child closes its connection and exits
-            self._tx_stream = None
+        if self._transport is not None:
+            self._transport.close()  # EOF: the child closes its connection and exits
+            self._transport = None
         if not self._pid:
             return
         pid, self._pid = self._pid, 0
@@ -256,22 +307,11 @@ class ProcessWriter(Writer):
         except ChildProcessError:
             pass
 
-    async def _read(self) -> tuple[str, object]:
-        assert self._rx is not None
-        try:
-            header = await self._rx.readexactly(_HEADER.size)
-            body = await self._rx.readexactly(_HEADER.unpack(header)[0])
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise self._gone(exc) from exc
-        kind, value = pickle.loads(body)
-        return str(kind), value
-
-    # One batch is applied in the child while the next is gathered and sent:
-    # without this the two processes take turns and each idles half the time.
+    # Batches are sent while the child applies earlier ones (it merges those
+    # that wait): without this the two processes take turns and each idles
+    # half the time.
 
     async def _run(self) -> None:
-        inflight: asyncio.Queue[_InFlight | None] = asyncio.Queue(maxsize=MAX_IN_FLIGHT - 1)
-        receiver = asyncio.create_task(self._receive(inflight), name="towerctl-store-writer-replies")
         batch: list[_Job] = []
         try:
             while True:
@@ -281,9 +321,9 @@ class ProcessWriter(Writer):
                     ops = [j for j in batch if not isinstance(j.op, _ConnCall)]
                     if ops:
                         self._count(ops)
-                        await self._send("batch", [j.op for j in ops], ops, inflight)
+                        await self._send("batch", [j.op for j in ops], ops)
                     for j in conn_calls:
-                        await self._send("conn", cast(_ConnCall, j.op).fn, [j], inflight)
+                        await self._send("conn", cast(_ConnCall, j.op).fn, [j])
                     batch = []
                 if stop:
                     return
@@ -291,14 +331,13 @@ class ProcessWriter(Writer):
             self._accepting = False
             for j in batch:
                 _fail(j.future, RuntimeError("writer stopped"), "outcome unknown")
-            await inflight.put(None)
-            await receiver
+            await self._drained()
             self._fail_queued()
 
-    async def _send(
-        self, kind: str, payload: object, jobs: list[_Job], inflight: asyncio.Queue[_InFlight | None]
-    ) -> None:
-        if self._broken is not None or self._tx_stream is None:
+    async def _send(self, kind: str, payload: object, jobs: list[_Job]) -> None:
+        while not self._room.is_set() and self._broken is None:
+            await self._room.wait()
+        if self._broken is not None or self._transport is None:
             self._fail_batch(jobs, self._broken or StoreError("the store is closed"))
             return
         try:
@@ -306,12 +345,45 @@ class ProcessWriter(Writer):
         except Exception as exc:  # a programming error: an op that cannot cross the pipe
             self._fail_batch(jobs, StoreError(f"cannot send the write to the writer process: {exc}"))
             return
-        self._tx_stream.write(_HEADER.pack(len(data)) + data)
-        await inflight.put(_InFlight(kind, jobs))
-        try:
-            await self._tx_stream.drain()
-        except ConnectionError as exc:
-            self._gone(exc)
+        self._inflight.append(_InFlight(kind, jobs))
+        if len(self._inflight) >= MAX_IN_FLIGHT:
+            self._room.clear()
+        self._transport.write(_HEADER.pack(len(data)) + data)
+
+    async def _drained(self) -> None:
+        """Until every batch sent has its answer (or the child is gone)."""
+        while self._inflight and self._broken is None:
+            self._room.clear()
+            await self._room.wait()
+
+    def _on_message(self, message: tuple[str, Any]) -> None:
+        answer, value = message
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result((str(answer), value))
+            return
+        if not self._inflight:
+            self._on_lost(StoreError(f"unexpected message from the writer process: {answer!r}"))
+            return
+        entry = self._inflight.popleft()
+        self._room.set()
+        if answer != "ok":
+            err = value if isinstance(value, BaseException) else StoreError(str(value))
+            self._fail_batch(entry.jobs, err)
+        elif entry.kind == "conn":
+            fut = entry.jobs[0].future
+            if not fut.done():
+                fut.set_result(value)
+        else:
+            assert isinstance(value, list)
+            self._settle(entry.jobs, value)
+
+    def _on_lost(self, exc: BaseException) -> None:
+        broken = self._gone(exc)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(broken)
+        while self._inflight:
+            self._fail_batch(self._inflight.popleft().jobs, broken)
+        self._room.set()
 
     def _gone(self, exc: BaseException) -> StoreError:
         if self._broken is None:
@@ -319,31 +391,6 @@ class ProcessWriter(Writer):
             self._broken.__cause__ = exc
             self._accepting = False
         return self._broken
-
-    async def _receive(self, inflight: asyncio.Queue[_InFlight | None]) -> None:
-        while True:
-            entry = await inflight.get()
-            if entry is None:
-                return
-            answer, value = "fail", None
-            if self._broken is None:
-                try:
-                    answer, value = await self._read()
-                except StoreError as exc:
-                    self._gone(exc)
-            if self._broken is not None:
-                self._fail_batch(entry.jobs, self._broken)
-                continue
-            if answer != "ok":
-                err = value if isinstance(value, BaseException) else StoreError(str(value))
-                self._fail_batch(entry.jobs, err)
-            elif entry.kind == "conn":
-                fut = entry.jobs[0].future
-                if not fut.done():
-                    fut.set_result(value)
-            else:
-                assert isinstance(value, list)
-                self._settle(entry.jobs, value)
 
     async def run_on_connection(self, fn: Callable[[Any], T]) -> T:
         """``fn`` must be picklable (a module-level function): it runs in the
