@@ -39,6 +39,7 @@ from load_raw import (
     measure_windows,
     raise_nofile,
 )
+from load_raw import run_server as serve_on_hub_loop
 
 from agent_shim.policy import policy_for
 from agent_shim.protocol import MAX_MESSAGE_BYTES
@@ -168,7 +169,7 @@ def main() -> None:
     c.add_argument("--hold-s", type=float, default=3.0)
     args = ap.parse_args()
     if args.cmd == "server":
-        asyncio.run(run_server(args.max_s))
+        serve_on_hub_loop(run_server(args.max_s))
     else:
         asyncio.run(run_client(args))
 

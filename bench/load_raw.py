@@ -46,6 +46,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -80,6 +81,17 @@ def raise_nofile() -> tuple[int, int]:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def run_server(main: Coroutine[Any, Any, None]) -> None:
+    """Run a baseline server (echo, null hub) on the event loop ``towerctl
+    serve`` picks (``--loop auto``: uvloop where installed), so the physical
+    limit is measured with the same loop as the hub it is compared with. The
+    load itself stays on asyncio's loop, the same for every server it drives."""
+    from towerctl.cli.serve import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        runner.run(main)
 
 
 def lat_summary(values_ms: list[float]) -> dict[str, float]:

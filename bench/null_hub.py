@@ -27,7 +27,7 @@ import sys
 from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load_raw import raise_nofile
+from load_raw import raise_nofile, run_server
 
 from agent_shim.policy import policy_for
 from agent_shim.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
@@ -87,4 +87,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_server(main())

@@ -41,8 +41,11 @@ async def towerctl(home: Path, *args: str, stdin: bytes | None = None) -> tuple[
 
 
 class Served:
-    def __init__(self, home: Path, proc: asyncio.subprocess.Process, url: str) -> None:
+    def __init__(
+        self, home: Path, proc: asyncio.subprocess.Process, url: str, loop: str = "auto", banner: str = ""
+    ) -> None:
         self.home, self.proc, self.url = home, proc, url
+        self.loop, self.banner = loop, banner
 
     @property
     def admin_token(self) -> str:
@@ -52,31 +55,39 @@ class Served:
         return OperatorClient(self.url, self.admin_token)
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
+@pytest.fixture(params=["auto", "asyncio"])
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """``towerctl serve`` on its default loop (uvloop) and on asyncio's."""
     home = tmp_path / "home"
     proc = await asyncio.create_subprocess_exec(
         *TOWERCTL,
         "serve",
         "--port",
         "0",
+        "--loop",
+        request.param,
         env=cli_env(home),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
-    url = ""
+    url = banner = ""
     while not url:
         line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
         assert line, "serve exited early"
         if "listening on" in line:
-            url = line.split("listening on ", 1)[1].split()[0]
+            url, banner = line.split("listening on ", 1)[1].split()[0], line
     try:
-        yield Served(home, proc, url)
+        yield Served(home, proc, url, request.param, banner)
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
+
+
+async def test_serve_runs_on_uvloop_unless_told_otherwise(served: Served) -> None:
+    expected = "asyncio" if served.loop == "asyncio" or sys.platform == "win32" else "uvloop"
+    assert f"{expected} event loop" in served.banner, served.banner
 
 
 async def test_exec_waits_then_approve_runs_it(served: Served, tmp_path: Path) -> None:

