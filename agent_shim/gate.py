@@ -6,6 +6,7 @@ table-driven and reused by the hub, which judges every proposal again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -46,12 +47,18 @@ class Ruling:
         )
 
 
-def judge(policy: EnvPolicy, env: str, action: Action) -> Ruling:
-    """Classify ``action`` and apply ``policy``: the one judgement both sides make."""
+def judge(
+    policy: EnvPolicy,
+    env: str,
+    action: Action,
+    assessed_by: Callable[[EnvPolicy, str, Action], Evaluation] | None = None,
+) -> Ruling:
+    """Classify ``action`` and apply ``policy``: the one judgement both sides
+    make. ``assessed_by``: an :class:`Assessor` (or :func:`assess`, the default)."""
     return Ruling(
         action=action,
         digest=action.digest(),
-        evaluation=assess(policy, env, action),
+        evaluation=(assess if assessed_by is None else assessed_by)(policy, env, action),
         timeout_s=policy.approval_timeout_s,
     )
 
@@ -142,9 +149,4 @@ class Gate:
     def judge(self, action: Action) -> Ruling:
         """:func:`judge`, with this session's judgements remembered (an agent
         repeats itself: the shim's cost per allowed action is mostly this)."""
-        return Ruling(
-            action=action,
-            digest=action.digest(),
-            evaluation=self._assess(self.policy, self.env, action),
-            timeout_s=self.policy.approval_timeout_s,
-        )
+        return judge(self.policy, self.env, action, self._assess)

@@ -95,6 +95,7 @@ def test_the_shims_gate_judges_as_judge_does_and_follows_policy_changes() -> Non
     gate = Gate("prod", LENIENT)
     action = act("terraform destroy -auto-approve")
     assert gate.judge(action) == judge(LENIENT, "prod", action)
+    assert gate.judge(action).evaluation is gate.judge(action).evaluation  # remembered
     gate.set_policy(STRICT)
     assert gate.judge(action) == judge(STRICT, "prod", action)
     assert gate.judge(action).verdict == "deny"

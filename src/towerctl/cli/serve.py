@@ -39,7 +39,7 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     dependency everywhere but Windows), else asyncio's own.
 
     Why: measured with ``bench/hub_probe.py`` (1,000 agents, back to back), the
-    serve process spends 6-7 % less CPU per action on uvloop, closed loop and at
+    serve process spends 5-8 % less CPU per action on uvloop, closed loop and at
     1,000 actions/s alike: its sockets, timers and callbacks are in C. Nothing
     in the hub depends on the loop's kind; ``--loop asyncio`` is the fallback
     if uvloop ever misbehaves on a platform."""
