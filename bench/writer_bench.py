@@ -9,7 +9,7 @@ costs depends on the schema's B-trees more than on Python: with random
 (uuid4) ids and many sessions appending at once, every index keyed by action
 or session puts each write on a random leaf page, and every COMMIT writes
 those pages to the WAL (and the checkpoint writes them again). This runs
-``Writer._apply`` in-process, with no event loop or socket, on batches shaped
+``Applier.apply`` in-process, with no event loop or socket, on batches shaped
 like the hub's under a closed loop (100 new proposals, each allowed and
 running at once, plus the 100 outcomes of the batch before), across
 ``--sessions`` sessions, with an idle checkpoint every 8 batches as the hub's
@@ -32,7 +32,7 @@ from pathlib import Path
 from towerctl.store import ops
 from towerctl.store.models import ActionRow, OutcomeRow, SessionRow
 from towerctl.store.tx import Tx
-from towerctl.store.writer import Writer
+from towerctl.store.applier import Applier
 
 BODY = {
     "kind": "shell",
@@ -113,12 +113,12 @@ class Batches:
 
 def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> tuple[float, float]:
     home = Path(tempfile.mkdtemp(prefix="writer-bench-"))
-    writer = Writer(home / "t.db", home / "k", synchronous=sync, busy_timeout_ms=5000, checkpoint_every=256)
-    writer._open()
+    writer = Applier(home / "t.db", home / "k", synchronous=sync, busy_timeout_ms=5000, checkpoint_every=256)
+    writer.open()
     try:
-        assert writer._conn is not None
+        assert writer.conn is not None
         for statement in sql:
-            writer._conn.execute(statement)
+            writer.conn.execute(statement)
         t0 = time.time_ns() // 1_000_000
         sids = [f"s-{uuid.uuid4().hex[:16]}" for _ in range(sessions)]
         start: list[Callable[[Tx], object]] = [
@@ -140,12 +140,12 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
             )
             for s in sids
         ]
-        writer._apply(start)
+        writer.apply(start)
         batches = Batches(sids, batch, t0)
 
         def apply(n: int) -> None:
             for k in range(n):
-                results = writer._apply(batches.next())
+                results = writer.apply(batches.next())
                 if not all(ok for ok, _ in results):
                     raise SystemExit(f"a write failed: {next(v for ok, v in results if not ok)}")
                 if k % 8 == 7:
@@ -161,7 +161,7 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
             best_kib = min(best_kib, (written_bytes() - b0) / actions / 1024)
         return best_us, best_kib
     finally:
-        writer._close_conn()
+        writer.close()
 
 
 def main() -> None:

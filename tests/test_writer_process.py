@@ -22,9 +22,9 @@ from typing import cast
 
 import pytest
 
-from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError, ops, writer_proc
+from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError, ops, writer_child
+from towerctl.store.applier import Applier
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
-from towerctl.store.writer import Writer
 from towerctl.store.writer_proc import ProcessWriter
 
 from .conftest import wait_for
@@ -256,7 +256,7 @@ async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, pr
     """The checkpoint runs between batches, not inside a COMMIT: after
     IDLE_CHECKPOINT_COMMITS batches and a pause, the database file alone (no
     -wal beside it) already holds them."""
-    from towerctl.store.writer import IDLE_CHECKPOINT_COMMITS
+    from towerctl.store.applier import IDLE_CHECKPOINT_COMMITS
 
     def rows_in_db_file_alone() -> int:
         alone = tmp_path / "alone.db"
@@ -287,7 +287,7 @@ async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, pr
 
 def _message(kind: str, payload: object) -> bytes:
     data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
-    return writer_proc._HEADER.pack(len(data)) + data
+    return writer_child.HEADER.pack(len(data)) + data
 
 
 def _count_rows(conn: sqlite3.Connection) -> int:
@@ -299,10 +299,10 @@ def test_batches_that_queued_up_commit_together_and_answer_one_by_one(tmp_path: 
     all of them (a connection call ends the group), runs them as one
     transaction, and still answers each batch with its own per-operation
     results, a failing operation failing only itself."""
-    writer = Writer(
+    applier = Applier(
         tmp_path / "t.db", key_of(tmp_path), synchronous="FULL", busy_timeout_ms=1000, checkpoint_every=256
     )
-    writer._open()
+    applier.open()
     parent, child = socket.socketpair()
     try:
         propose = partial(ops.action_proposed, actor="agent:a", ts_ms=T0 + 1)
@@ -315,12 +315,13 @@ def test_batches_that_queued_up_commit_together_and_answer_one_by_one(tmp_path: 
         parent.sendall(_message("conn", _count_rows))
         parent.sendall(_message("batch", [partial(propose, row=action("a-4"))]))
 
-        group, eof = writer_proc._read_group(child)
+        group, eof = writer_child._read_group(child)
         assert not eof
         assert [kind for kind, _ in group] == ["batch", "batch", "batch", "conn"]
-        before = writer._commits_since_checkpoint
-        replies = writer_proc._apply_batches(writer, [payload for kind, payload in group if kind == "batch"])
-        assert writer._commits_since_checkpoint == before + 1  # one transaction for three batches
+        before = applier.commits_since_checkpoint
+        batches = [payload for kind, payload in group if kind == "batch"]
+        replies = writer_child._apply_batches(applier, batches)
+        assert applier.commits_since_checkpoint == before + 1  # one transaction for three batches
         assert [kind for kind, _ in replies] == ["ok", "ok", "ok"]
         results = [cast(list[tuple[bool, object]], value) for _, value in replies]
         assert [[ok for ok, _ in r] for r in results] == [[True], [True, True], [False, True]]
@@ -328,13 +329,13 @@ def test_batches_that_queued_up_commit_together_and_answer_one_by_one(tmp_path: 
         assert isinstance(clash, Conflict) and "different action" in str(clash)
 
         # The batch after the connection call starts the next group.
-        group, eof = writer_proc._read_group(child)
+        group, eof = writer_child._read_group(child)
         assert [kind for kind, _ in group] == ["batch"] and not eof
         parent.close()
-        assert writer_proc._read_group(child) == ([], True)
+        assert writer_child._read_group(child) == ([], True)
     finally:
         child.close()
-        writer._close_conn()
+        applier.close()
     with sqlite3.connect(tmp_path / "t.db") as conn:
         assert conn.execute("SELECT action_id FROM actions ORDER BY action_id").fetchall() == [
             ("a-1",),

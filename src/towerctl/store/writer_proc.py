@@ -7,9 +7,10 @@ cores it had. In its own process the writer (SQLite statements, the audit
 chain's hashing and signing) runs beside the event loop instead of taking
 turns with it.
 
-Same batches, same semantics as :class:`Writer` (whose synchronous ``_open``
-and ``_apply`` the child runs unchanged): the parent queues operations and
-sends each batch down a socket pair; the child applies it as one transaction
+Same batches, same semantics as :class:`Writer` (the child runs the same
+:class:`~towerctl.store.applier.Applier`, see :mod:`towerctl.store.writer_child`):
+the parent queues operations and sends each batch down a socket pair; the
+child applies it as one transaction
 and answers with one result per operation only after COMMIT. Operations must
 therefore be picklable (``functools.partial`` over the functions in
 :mod:`towerctl.store.ops`, never a lambda).
@@ -30,10 +31,8 @@ import asyncio
 import contextlib
 import os
 import pickle
-import select
 import signal
 import socket
-import struct
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -45,11 +44,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from towerctl.audit.signing import load_or_create_key
 from towerctl.store.models import StoreError
 from towerctl.store.tx import Tx
-from towerctl.store.writer import MAX_BATCH, Writer, _fail, _Job
+from towerctl.store.writer import Writer, _fail, _Job
+from towerctl.store.writer_child import HEADER, run_child
 
 T = TypeVar("T")
 
-_HEADER: Final = struct.Struct("!I")
 #: How long stop() waits for the child to finish its batch and exit before killing it.
 STOP_TIMEOUT_S: Final = 30.0
 #: Batches sent to the child and not yet answered. The child commits every
@@ -57,131 +56,6 @@ STOP_TIMEOUT_S: Final = 30.0
 #: transaction under way and its own. With 2 it also waited for the one sent
 #: before it: measured at 1,000 actions/s, enqueue -> committed p50 11 -> 8 ms.
 MAX_IN_FLIGHT: Final = 8
-
-
-def _portable(exc: BaseException) -> StoreError:
-    """What crosses the pipe: a StoreError (subclasses survive pickling)."""
-    if isinstance(exc, StoreError):
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            return StoreError(str(exc))
-        return exc
-    return StoreError(f"{type(exc).__name__}: {exc}")
-
-
-# ------------------------------------------------------------------ child
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _send(sock: socket.socket, message: tuple[str, object]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_HEADER.pack(len(data)) + data)
-
-
-def _read_message(sock: socket.socket) -> tuple[str, Any] | None:
-    """One (kind, payload) from the parent; None at EOF."""
-    header = _recv_exact(sock, _HEADER.size)
-    if header is None:
-        return None
-    body = _recv_exact(sock, _HEADER.unpack(header)[0])
-    if body is None:
-        return None
-    kind, payload = pickle.loads(body)
-    return str(kind), payload
-
-
-def _pending(sock: socket.socket) -> bool:
-    return bool(select.select([sock], [], [], 0)[0])
-
-
-def _read_group(sock: socket.socket) -> tuple[list[tuple[str, Any]], bool]:
-    """The next message and every batch already waiting behind it (up to
-    MAX_BATCH operations): the child commits them together, so batches that
-    queued up while it was busy share one BEGIN, one COMMIT and one fsync
-    instead of paying for each. A connection call ends the group. True when
-    the parent has closed the socket."""
-    first = _read_message(sock)
-    if first is None:
-        return [], True
-    group = [first]
-    ops = len(first[1]) if first[0] == "batch" else 0
-    while group[-1][0] == "batch" and ops < MAX_BATCH and _pending(sock):
-        nxt = _read_message(sock)
-        if nxt is None:
-            return group, True
-        group.append(nxt)
-        if nxt[0] == "batch":
-            ops += len(nxt[1])
-    return group, False
-
-
-def _apply_batches(writer: Writer, batches: list[list[Callable[[Tx], object]]]) -> list[tuple[str, object]]:
-    """One transaction for all of ``batches``; one reply per batch, in order."""
-    try:
-        results = writer._apply([op for ops in batches for op in ops])
-    except BaseException as exc:
-        return [("fail", _portable(exc))] * len(batches)
-    replies: list[tuple[str, object]] = []
-    start = 0
-    for ops in batches:
-        part = results[start : start + len(ops)]
-        start += len(ops)
-        replies.append(("ok", [(ok, value if ok else _portable(value)) for ok, value in part]))  # type: ignore[arg-type]
-    return replies
-
-
-def _conn_call(writer: Writer, fn: Callable[[Any], object]) -> tuple[str, object]:
-    """Maintenance and fault injection on the writer connection."""
-    try:
-        assert writer._conn is not None
-        return ("ok", fn(writer._conn))
-    except BaseException as exc:
-        return ("fail", _portable(exc))
-
-
-def _child(sock: socket.socket, writer: Writer) -> None:
-    """The forked child's whole life: open, then batches until EOF."""
-    # The parent's event loop installed signal handlers and a wakeup fd it
-    # shares with us: detach from both. Ctrl-C reaches the whole process
-    # group; the parent decides when we stop (by closing the socket).
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        writer._open()
-    except BaseException as exc:
-        _send(sock, ("error", _portable(exc)))
-        return
-    _send(sock, ("ready", writer.readonly_uri))
-    try:
-        while True:
-            group, eof = _read_group(sock)
-            batches = [payload for kind, payload in group if kind == "batch"]
-            if batches:
-                for reply in _apply_batches(writer, batches):
-                    _send(sock, reply)
-            if group and group[-1][0] != "batch":
-                _send(sock, _conn_call(writer, group[-1][1]))
-            if eof:
-                return
-            if not _pending(sock):
-                writer.idle_checkpoint()
-    finally:
-        writer._close_conn()
-
-
-# ----------------------------------------------------------------- parent
 
 
 class _Replies(asyncio.Protocol):
@@ -204,11 +78,11 @@ class _Replies(asyncio.Protocol):
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
-        while end - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            if end - pos - _HEADER.size < size:
+        while end - pos >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, pos)
+            if end - pos - HEADER.size < size:
                 break
-            start = pos + _HEADER.size
+            start = pos + HEADER.size
             message = pickle.loads(buf[start : start + size])
             pos = start + size
             self._on_message(message)
@@ -258,7 +132,7 @@ class ProcessWriter(Writer):
             code = 0
             try:
                 ours.close()
-                _child(theirs, self)
+                run_child(theirs, self.applier)
             except BaseException:
                 code = 70
             finally:
@@ -348,7 +222,7 @@ class ProcessWriter(Writer):
         self._inflight.append(_InFlight(kind, jobs))
         if len(self._inflight) >= MAX_IN_FLIGHT:
             self._room.clear()
-        self._transport.write(_HEADER.pack(len(data)) + data)
+        self._transport.write(HEADER.pack(len(data)) + data)
 
     async def _drained(self) -> None:
         """Until every batch sent has its answer (or the child is gone)."""
