@@ -30,9 +30,9 @@ from functools import partial
 from pathlib import Path
 
 from towerctl.store import ops
+from towerctl.store.applier import Applier
 from towerctl.store.models import ActionRow, OutcomeRow, SessionRow
 from towerctl.store.tx import Tx
-from towerctl.store.applier import Applier
 
 BODY = {
     "kind": "shell",

@@ -127,3 +127,26 @@ def test_the_fleet_table_states_the_console_figures_and_a_shortfall(received: fl
     assert events[1].endswith("SHORTFALL") is not met
     assert keys[1] == "4.7 ms (15.9; n 55)" and keys[4] == "< 100 ms"
     assert backlog[1] == "260 / 409 (0.66)"
+
+
+def test_the_profile_summary_names_the_hubs_threads_by_the_code_that_runs_them() -> None:
+    """fleet_report tells the writer process and the writer thread apart by
+    module and method names in py-spy's stacks: renaming either must show here,
+    not as a profile with no writer in it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from fleet_report import _thread_of
+
+    from towerctl.store import writer_child
+    from towerctl.store.applier import Applier
+
+    assert callable(writer_child.run_child) and callable(Applier.apply)
+    serve = ["serve (towerctl/cli/serve.py:231)", "Runner.run (asyncio/runners.py:118)"]
+    child = [*serve, "ProcessWriter.start (towerctl/store/writer_proc.py:200)"]
+    apply = "Applier.apply (towerctl/store/applier.py:170)"
+    child += ["run_child (towerctl/store/writer_child.py:140)", apply]
+    thread = ["Thread._bootstrap (threading.py:1002)", apply]
+    reads = ["Thread._bootstrap (threading.py:1002)", "_connection_worker_thread (aiosqlite/core.py:59)"]
+    assert _thread_of(child) == "writer process"
+    assert _thread_of([*serve, "Writer.enqueue (towerctl/store/writer.py:170)"]) == "event loop"
+    assert _thread_of(thread) == "group-commit writer thread"
+    assert _thread_of(reads) == "aiosqlite thread (reads)"
