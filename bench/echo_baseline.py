@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import quiet_gc
 from load_raw import (
     CONNECT_CONCURRENCY,
     READS,
@@ -114,6 +115,7 @@ async def run_client(args: argparse.Namespace) -> None:
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
     t0 = time.monotonic()
     conns = await asyncio.gather(*(open_client(args.url, sem) for _ in range(args.clients)))
+    quiet_gc()  # as the load does (load_raw.py)
     print(
         json.dumps(
             {

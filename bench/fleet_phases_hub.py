@@ -21,7 +21,7 @@ from typing import Any
 from fleet_procs import HERE, PY, CpuProbe, log, nofile_limit, rss_kib, run_json_proc
 from fleet_report import fmt, spread, summarise_profile
 from fleet_run import RESULTS, Bench
-from harness import ServedHub, child_env, pct, start_hub
+from harness import ServedHub, child_env, pct, quiet_gc, start_hub
 
 from agent_shim.protocol import ActionEvent
 from towerctl.operator import OperatorClient
@@ -132,6 +132,7 @@ async def latency_phase(
     out = bench.outfile("latency")
     async with OperatorClient(hub.url, hub.token("admin"), client="fleet-bench") as op:
         op_task = asyncio.create_task(operator(op))
+        quiet_gc()  # this process times the operator's side
         probe = CpuProbe(hub.proc.pid)
         res = await run_json_proc(
             load(

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import proc_cpu_s, start_hub
+from harness import proc_cpu_s, quiet_gc, start_hub
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,6 +91,7 @@ async def probe(
             await op_client.__aenter__()
             op = Operator(op_client)
             op_task = asyncio.create_task(op.run())
+            quiet_gc()  # this process times the operator's side
         mode = ["--mode", "closed"]
         if offered:
             mode = ["--mode", "open", "--rate", str(offered), "--env", "prod"]

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import pct, self_cpu_s
+from harness import collect_as_the_hub, pct, quiet_gc, self_cpu_s
 from load_messages import ASK, READS, Templates
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -77,6 +77,7 @@ def run_server(main: Coroutine[Any, Any, None]) -> None:
     load itself stays on asyncio's loop, the same for every server it drives."""
     from towerctl.cli.serve import loop_factory
 
+    collect_as_the_hub()
     with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
         runner.run(main)
 
@@ -284,6 +285,7 @@ async def main() -> None:
         *(open_agent(args.url, args.token, i, args.env, sem) for i in range(args.agents))
     )
     conns = [ws for ws, _ in opened]
+    quiet_gc()
     policy = EnvPolicy.model_validate_json(json.dumps(opened[0][1]["policy"]))
     print(
         json.dumps(
