@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent_shim.protocol import DECISION_SIG_TAG
+from towerctl.store.applier import Applier
 from towerctl.store.models import StoreError
 from towerctl.store.reads import (
     _ACTION_COLS,
@@ -98,11 +99,13 @@ class Store(StoreWrites, StoreReads):
         else:
             writer_cls = Writer
         writer = writer_cls(
-            path,
-            key_path,
-            synchronous=synchronous,
-            busy_timeout_ms=busy_timeout_ms,
-            checkpoint_every=checkpoint_every,
+            Applier(
+                path,
+                key_path,
+                synchronous=synchronous,
+                busy_timeout_ms=busy_timeout_ms,
+                checkpoint_every=checkpoint_every,
+            )
         )
         await writer.start()
         try:

@@ -17,7 +17,6 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -73,25 +72,10 @@ def _fail(fut: asyncio.Future[object], exc: BaseException, what: str) -> None:
 class Writer:
     """Queues writes and commits them in batches on a thread of its own."""
 
-    def __init__(
-        self,
-        path: Path,
-        key_path: Path,
-        *,
-        synchronous: str,
-        busy_timeout_ms: int,
-        checkpoint_every: int,
-    ) -> None:
-        #: The synchronous half: run on the writer thread (or in the writer
-        #: process, see writer_proc), never on the event loop.
-        self.applier = Applier(
-            path,
-            key_path,
-            synchronous=synchronous,
-            busy_timeout_ms=busy_timeout_ms,
-            checkpoint_every=checkpoint_every,
-        )
-        self.key_path = key_path
+    def __init__(self, applier: Applier) -> None:
+        #: The synchronous half, not yet open: run on the writer thread (or in
+        #: the writer process, see writer_proc), never on the event loop.
+        self.applier = applier
         self.stats = WriteStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="towerctl-writer")
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()

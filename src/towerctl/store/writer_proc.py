@@ -42,6 +42,7 @@ from typing import Any, Final, TypeVar, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from towerctl.audit.signing import load_or_create_key
+from towerctl.store.applier import Applier
 from towerctl.store.models import StoreError
 from towerctl.store.tx import Tx
 from towerctl.store.writer import Writer, _fail, _Job
@@ -99,8 +100,8 @@ class _Replies(asyncio.Protocol):
 class ProcessWriter(Writer):
     """A :class:`Writer` whose transactions run in a forked child process."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, applier: Applier) -> None:
+        super().__init__(applier)
         self._pid = 0
         self._transport: asyncio.Transport | None = None
         self._key: Ed25519PrivateKey | None = None
@@ -150,7 +151,7 @@ class ProcessWriter(Writer):
                 raise value if isinstance(value, StoreError) else StoreError(str(value))
             self.readonly_uri = str(value)
             # The child created the key file if needed; sign decisions here.
-            self._key = load_or_create_key(self.key_path)
+            self._key = load_or_create_key(self.applier.key_path)
         except BaseException:
             await self._reap(kill=True)
             raise
