@@ -237,6 +237,7 @@ class Hub(ConnectionLoops):
     # ------------------------------------------------------------ websocket
 
     async def _handler(self, conn: ServerConnection) -> None:
+        _release_handshake_closure(conn)
         principal = self._principals.pop(conn, None)
         if principal is None:  # cannot happen: process_request let it through
             await conn.close(1008, "unauthenticated")
@@ -250,6 +251,20 @@ class Hub(ConnectionLoops):
             pass
         except StoreError as exc:
             await self._store_failed(conn, exc)
+
+
+def _release_handshake_closure(conn: ServerConnection) -> None:
+    """Let a connection be freed when it closes, not at the next full collection.
+
+    Given ``select_subprotocol``, websockets' ``serve`` binds a closure over
+    each connection onto its protocol (connection -> protocol -> closure ->
+    connection), so every connection, with its ~55 objects, outlived its close
+    until a full collection: after 1,000 agents disconnected at once that
+    collection stopped the hub for 62-339 ms (docs/performance.md). The
+    closure is used only during the handshake, which is over when the handler
+    runs; dropping the instance attribute breaks the cycle (a no-op if a
+    later websockets stores it elsewhere: tests/test_hub_gc.py notices)."""
+    conn.protocol.__dict__.pop("select_subprotocol", None)
 
 
 def _unauthorized(conn: ServerConnection, text: str) -> Response:

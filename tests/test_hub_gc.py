@@ -1,0 +1,73 @@
+"""A closed connection is freed when it closes, not at the hub's next full
+garbage collection (``server._release_handshake_closure`` says why): with the
+cycle collector off, every hub-side connection object must die by reference
+counting alone once its peer has gone."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+from agent_shim.protocol import PROTOCOL_VERSION
+from agent_shim.wire import LINES_SUBPROTOCOL
+
+from .conftest import Tower, wait_for
+
+
+@pytest.fixture
+def no_cycle_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _agent_conn(tower: Tower, name: str, *, offer: bool) -> weakref.ref[object]:
+    """Say hello as agent ``name``, close, and return a weak reference to
+    the hub's side of that connection."""
+    ws = await connect(
+        tower.url + "/agent",
+        additional_headers={"Authorization": f"Bearer {tower.tokens['agent']}"},
+        subprotocols=[Subprotocol(LINES_SUBPROTOCOL)] if offer else None,
+        compression=None,
+        proxy=None,
+    )
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "agent": name, "env": "dev"}
+    await ws.send(json.dumps(hello))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "welcome"
+    assert tower.hub.service is not None
+    (sess,) = [s for s in tower.hub.service.reg.sessions.values() if s.agent == name]
+    assert sess.conn is not None
+    ref = weakref.ref(sess.conn)
+    await ws.close()
+    return ref
+
+
+@pytest.mark.parametrize("offer", [True, False], ids=["lines", "plain"])
+async def test_a_closed_agent_connection_is_freed_without_the_cycle_collector(
+    tower: Tower, no_cycle_collector: None, offer: bool
+) -> None:
+    refs = [await _agent_conn(tower, f"gc-{offer}-{i}", offer=offer) for i in range(3)]
+    await wait_for(lambda: all(r() is None for r in refs))
+
+
+async def test_a_closed_operator_connection_is_freed_without_the_cycle_collector(
+    tower: Tower, no_cycle_collector: None
+) -> None:
+    assert tower.hub.service is not None
+    service = tower.hub.service
+    async with tower.operator():
+        await wait_for(lambda: len(service.fanout.operators) == 1)
+        (conn,) = [o.conn for o in service.fanout.operators]
+        ref = weakref.ref(conn)
+        del conn
+    await wait_for(lambda: ref() is None)
