@@ -63,7 +63,7 @@ def report(aid: str, command: str = "ls") -> str:
     return encode(Report(action_id=aid, digest=digest, status="succeeded", exit_code=0, finished_at=2))
 
 
-async def agent(tower: Tower, *, offer: bool) -> ClientConnection:
+async def agent(tower: Tower, *, offer: bool, name: str = "lines") -> ClientConnection:
     ws = await connect(
         tower.url + "/agent",
         additional_headers={"Authorization": f"Bearer {tower.tokens['agent']}"},
@@ -71,7 +71,7 @@ async def agent(tower: Tower, *, offer: bool) -> ClientConnection:
         compression=None,
         proxy=None,
     )
-    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "agent": "lines", "env": "dev"}
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "agent": name, "env": "dev"}
     await ws.send(json.dumps(hello))
     assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "welcome"
     return ws

@@ -5,20 +5,14 @@ counting alone once its peer has gone."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import json
 import weakref
 from collections.abc import Iterator
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
-
-from agent_shim.protocol import PROTOCOL_VERSION
-from agent_shim.wire import LINES_SUBPROTOCOL
 
 from .conftest import Tower, wait_for
+from .test_agent_lines import agent
 
 
 @pytest.fixture
@@ -34,16 +28,7 @@ def no_cycle_collector() -> Iterator[None]:
 async def _agent_conn(tower: Tower, name: str, *, offer: bool) -> weakref.ref[object]:
     """Say hello as agent ``name``, close, and return a weak reference to
     the hub's side of that connection."""
-    ws = await connect(
-        tower.url + "/agent",
-        additional_headers={"Authorization": f"Bearer {tower.tokens['agent']}"},
-        subprotocols=[Subprotocol(LINES_SUBPROTOCOL)] if offer else None,
-        compression=None,
-        proxy=None,
-    )
-    hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "agent": name, "env": "dev"}
-    await ws.send(json.dumps(hello))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "welcome"
+    ws = await agent(tower, offer=offer, name=name)
     assert tower.hub.service is not None
     (sess,) = [s for s in tower.hub.service.reg.sessions.values() if s.agent == name]
     assert sess.conn is not None
