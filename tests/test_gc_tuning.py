@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from towerctl.cli import cli
-from towerctl.hub.server import YOUNG_GC_THRESHOLD, tune_gc_for_serving
+from towerctl.hub.server import YOUNG_GC_THRESHOLD, freeze_startup_objects, tune_gc_for_serving
 
 
 @pytest.fixture
@@ -58,3 +58,48 @@ def test_serve_and_up_tune_it_before_the_hub_starts(
             handler.close()
     assert result.exit_code == 0, result.output
     assert seen == [(YOUNG_GC_THRESHOLD, 10, 10)]
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def test_what_startup_made_leaves_the_collectors_sight(unfrozen: None) -> None:
+    gc.unfreeze()
+    freeze_startup_objects()
+    assert gc.get_freeze_count() > 0
+
+
+async def test_serve_freezes_once_the_hub_has_started_and_stops_it_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from towerctl.cli.serve import serve_forever
+    from towerctl.hub import server
+
+    steps: list[str] = []
+
+    class Stopped(Exception):
+        pass
+
+    async def start(self: server.Hub, policy: object = None) -> None:
+        steps.append("start")
+
+    async def stop(self: server.Hub) -> None:
+        steps.append("stop")
+
+    def freeze() -> None:
+        steps.append("freeze")
+        raise Stopped
+
+    monkeypatch.setattr(server.Hub, "start", start)
+    monkeypatch.setattr(server.Hub, "stop", stop)
+    monkeypatch.setattr(server, "freeze_startup_objects", freeze)
+    with pytest.raises(Stopped):
+        await serve_forever(
+            "127.0.0.1", 0, tmp_path / "t.db", tmp_path / "k", None, None, "FULL", announce=False
+        )
+    assert steps == ["start", "freeze", "stop"]

@@ -85,7 +85,7 @@ async def serve_forever(
     writer_process: bool = True,
 ) -> None:
     from agent_shim.policy import parse_policy_toml
-    from towerctl.hub.server import Hub, HubConfig
+    from towerctl.hub.server import Hub, HubConfig, freeze_startup_objects
 
     policy = parse_policy_toml(policy_text) if policy_text is not None else None
     hub = Hub(
@@ -106,6 +106,7 @@ async def serve_forever(
     # must stop it (its writer would otherwise keep the process alive
     # with SIGTERM handled by a loop that no longer runs).
     try:
+        freeze_startup_objects()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -290,4 +290,23 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
-__all__ = ["YOUNG_GC_THRESHOLD", "Headers", "Hub", "HubConfig", "tune_gc_for_serving"]
+def freeze_startup_objects() -> None:
+    """For ``serve``, once the hub has started: everything alive then (modules,
+    classes, pydantic's validators, the store, the server) leaves the
+    collector's sight for good. A full collection walks every tracked object,
+    and these never become garbage; measured with ``bench/hub_probe.py
+    --agents 1000``, the full collection after the agents disconnect took
+    34-37 ms and 6 ms once they were frozen. Not in ``Hub.start``: a process
+    that starts hubs again and again (the tests) would keep all it had."""
+    gc.collect()
+    gc.freeze()
+
+
+__all__ = [
+    "YOUNG_GC_THRESHOLD",
+    "Headers",
+    "Hub",
+    "HubConfig",
+    "freeze_startup_objects",
+    "tune_gc_for_serving",
+]
