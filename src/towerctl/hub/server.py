@@ -296,7 +296,7 @@ def freeze_startup_objects() -> None:
     collector's sight for good. A full collection walks every tracked object,
     and these never become garbage; measured with ``bench/hub_probe.py
     --agents 1000``, the full collection after the agents disconnect took
-    34-37 ms and 6 ms once they were frozen. Not in ``Hub.start``: a process
+    34-37 ms and 6-8 ms once they were frozen. Not in ``Hub.start``: a process
     that starts hubs again and again (the tests) would keep all it had."""
     gc.collect()
     gc.freeze()
