@@ -150,3 +150,13 @@ def test_the_profile_summary_names_the_hubs_threads_by_the_code_that_runs_them()
     assert _thread_of([*serve, "Writer.enqueue (towerctl/store/writer.py:170)"]) == "event loop"
     assert _thread_of(thread) == "group-commit writer thread"
     assert _thread_of(reads) == "aiosqlite thread (reads)"
+
+
+def test_the_benchmarks_collect_young_objects_as_serve_does() -> None:
+    """harness keeps its own copy of serve's threshold (the load must not import the hub)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from harness import HUB_YOUNG_GC_THRESHOLD
+
+    from towerctl.hub.server import YOUNG_GC_THRESHOLD
+
+    assert HUB_YOUNG_GC_THRESHOLD == YOUNG_GC_THRESHOLD

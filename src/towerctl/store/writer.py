@@ -86,7 +86,11 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopped = False
-        self.readonly_uri = ""
+
+    @property
+    def readonly_uri(self) -> str:
+        """For the store's reader connection, once started."""
+        return self.applier.readonly_uri
 
     @property
     def tx(self) -> Tx:
@@ -109,7 +113,6 @@ class Writer:
             await loop.run_in_executor(self._executor, self.applier.close)
             self._executor.shutdown(wait=True)
             raise
-        self.readonly_uri = self.applier.readonly_uri
         self._accepting = True
         self._task = loop.create_task(self._run(), name="towerctl-store-writer")
 

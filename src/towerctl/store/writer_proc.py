@@ -10,10 +10,10 @@ turns with it.
 Same batches, same semantics as :class:`Writer` (the child runs the same
 :class:`~towerctl.store.applier.Applier`, see :mod:`towerctl.store.writer_child`):
 the parent queues operations and sends each batch down a socket pair; the
-child applies it as one transaction
-and answers with one result per operation only after COMMIT. Operations must
-therefore be picklable (``functools.partial`` over the functions in
-:mod:`towerctl.store.ops`, never a lambda).
+child applies it as one transaction and answers with one result per
+operation only after COMMIT. Operations must therefore be picklable
+(``functools.partial`` over the functions in :mod:`towerctl.store.ops`,
+never a lambda).
 
 Failure is closed: if the child dies, every caller waiting on it and every
 later write gets a StoreError, and the hub refuses everything (it never
@@ -149,7 +149,7 @@ class ProcessWriter(Writer):
             kind, value = await self._ready
             if kind != "ready":
                 raise value if isinstance(value, StoreError) else StoreError(str(value))
-            self.readonly_uri = str(value)
+            self.applier.readonly_uri = str(value)  # opened in the child, not here
             # The child created the key file if needed; sign decisions here.
             self._key = load_or_create_key(self.applier.key_path)
         except BaseException:
