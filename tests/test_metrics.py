@@ -88,6 +88,8 @@ async def test_metrics_after_real_actions(tower: Tower, tmp_path: Path) -> None:
         assert waiting.value("towerctl_operators_connected") == 1
         assert (waiting.value("towerctl_store_write_operations_total") or 0) > 0
         assert (waiting.value("towerctl_store_write_batches_total") or 0) > 0
+        checkpoints = waiting.value("towerctl_store_wal_checkpoints_total")  # a counter: only grows
+        assert checkpoints is not None and checkpoints <= tower.hub.store.write_stats.idle_checkpoints
 
         await op.decide(aid, approve=True, reason="ok")
         approved = await asyncio.wait_for(task, 5)

@@ -253,9 +253,10 @@ async def test_writer_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
 async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, process: bool) -> None:
-    """The checkpoint runs between batches, not inside a COMMIT: after
-    IDLE_CHECKPOINT_COMMITS batches and a pause, the database file alone (no
-    -wal beside it) already holds them."""
+    """The checkpoint runs between batches, not inside a COMMIT: once
+    IDLE_CHECKPOINT_COMMITS batches went by and the queue is empty, the
+    database file alone (no -wal beside it) holds them; the next batch alone
+    does not bring another checkpoint."""
     from towerctl.store.applier import IDLE_CHECKPOINT_COMMITS
 
     def rows_in_db_file_alone() -> int:
@@ -273,14 +274,19 @@ async def test_the_wal_is_copied_back_when_the_writer_is_idle(tmp_path: Path, pr
 
     store = await Store.open(tmp_path / "t.db", key_path=key_of(tmp_path), writer_process=process)
     try:
+        writer = store._writer
         await store.session_started(session(), resumed=False, ts_ms=T0)
         for i in range(IDLE_CHECKPOINT_COMMITS - 2):
             await store.action_proposed(action(f"a-{i}"), actor="agent:a", ts_ms=T0 + 1)
+        assert writer.stats.idle_checkpoints == 0
         assert rows_in_db_file_alone() == 0  # still only in the WAL
         await store.action_proposed(action("a-last"), actor="agent:a", ts_ms=T0 + 1)
-        # The writer checkpoints after that batch, before it takes the next one.
-        await store.action_proposed(action("a-next"), actor="agent:a", ts_ms=T0 + 1)
+        # Nothing else is queued, so the writer checkpoints after that batch.
+        await asyncio.wait_for(writer.idle_checkpoints_reach(1), 10)
         assert rows_in_db_file_alone() == IDLE_CHECKPOINT_COMMITS - 1
+        await store.action_proposed(action("a-next"), actor="agent:a", ts_ms=T0 + 1)
+        assert writer.stats.idle_checkpoints == 1
+        assert rows_in_db_file_alone() == IDLE_CHECKPOINT_COMMITS - 1  # a-next is in the WAL only
     finally:
         await store.close()
 

@@ -100,7 +100,11 @@ def _write_stats(svc: HubService) -> Iterable[Metric]:
     failed.add_metric([], stats.failed_batches)
     largest = GaugeMetricFamily("towerctl_store_write_largest_batch", "Most operations in one write batch")
     largest.add_metric([], stats.largest_batch)
-    yield from (batches, ops, failed, largest)
+    checkpoints = CounterMetricFamily(
+        "towerctl_store_wal_checkpoints", "WAL copied back into the database while the writer was idle"
+    )
+    checkpoints.add_metric([], stats.idle_checkpoints)
+    yield from (batches, ops, failed, largest, checkpoints)
 
 
 class HubMetrics:

@@ -44,6 +44,8 @@ class WriteStats:
     operations: int = 0
     failed_batches: int = 0
     largest_batch: int = 0
+    #: WAL copied back into the database between batches (Applier.idle_checkpoint).
+    idle_checkpoints: int = 0
 
 
 @dataclass(slots=True)
@@ -86,6 +88,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self._stopped = False
+        #: Set (and replaced) at each idle checkpoint: see idle_checkpoints_reach.
+        self._checkpoint_pulse = asyncio.Event()
 
     @property
     def readonly_uri(self) -> str:
@@ -208,13 +212,28 @@ class Writer:
                     batch = []
                 if stop:
                     return
-                if self._queue.empty() and self.applier.checkpoint_due():  # no thread hop per batch
-                    await loop.run_in_executor(self._executor, self.applier.idle_checkpoint)
+                if (
+                    self._queue.empty()
+                    and self.applier.checkpoint_due()  # no thread hop per batch
+                    and await loop.run_in_executor(self._executor, self.applier.idle_checkpoint)
+                ):
+                    self._checkpointed()
         finally:
             self._accepting = False
             for j in batch:
                 _fail(j.future, RuntimeError("writer stopped"), "outcome unknown")
             self._fail_queued()
+
+    def _checkpointed(self) -> None:
+        self.stats.idle_checkpoints += 1
+        pulse, self._checkpoint_pulse = self._checkpoint_pulse, asyncio.Event()
+        pulse.set()
+
+    async def idle_checkpoints_reach(self, count: int) -> None:
+        """Until ``count`` idle checkpoints have run: when one runs depends on
+        the writer finding its queue empty, so a test waits on this, not on time."""
+        while self.stats.idle_checkpoints < count:
+            await self._checkpoint_pulse.wait()
 
     def _fail_queued(self) -> None:
         self._release_held()

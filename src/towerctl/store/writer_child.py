@@ -142,7 +142,7 @@ def run_child(sock: socket.socket, applier: Applier) -> None:
                 _send(sock, _conn_call(applier, group[-1][1]))
             if eof:
                 return
-            if not _pending(sock):
-                applier.idle_checkpoint()
+            if not _pending(sock) and applier.idle_checkpoint():
+                _send(sock, ("checkpointed", None))  # unasked: the parent counts it
     finally:
         applier.close()

@@ -236,6 +236,9 @@ class ProcessWriter(Writer):
         if self._ready is not None and not self._ready.done():
             self._ready.set_result((str(answer), value))
             return
+        if answer == "checkpointed":  # not a reply: no batch waits on it
+            self._checkpointed()
+            return
         if not self._inflight:
             self._on_lost(StoreError(f"unexpected message from the writer process: {answer!r}"))
             return
