@@ -29,7 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from towerctl.store import ops
+from towerctl.store import ops, ops_sessions
 from towerctl.store.applier import Applier
 from towerctl.store.models import ActionRow, OutcomeRow, SessionRow
 from towerctl.store.tx import Tx
@@ -123,7 +123,7 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
         sids = [f"s-{uuid.uuid4().hex[:16]}" for _ in range(sessions)]
         start: list[Callable[[Tx], object]] = [
             partial(
-                ops.session_started,
+                ops_sessions.session_started,
                 row=SessionRow(
                     session_id=s,
                     agent="a",

@@ -31,7 +31,7 @@ from agent_shim import Action, ActionDenied, Shim
 from agent_shim.lifecycle import TRANSITIONS, can_transition
 from agent_shim.protocol import Decision
 from towerctl.audit.chain import AuditRow, CheckpointRow, verify
-from towerctl.store import ops
+from towerctl.store import ops, ops_sessions
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow, StoreError
 from towerctl.store.schema import migrate
 from towerctl.store.tx import Tx
@@ -78,7 +78,7 @@ class Lifecycle(RuleBasedStateMachine):
         }
         for sid in SESSIONS:
             self._write(
-                lambda tx, sid=sid: ops.session_started(
+                lambda tx, sid=sid: ops_sessions.session_started(
                     tx,
                     SessionRow(sid, "a", "prod", "h", None, "active", now_ms(), now_ms()),
                     resumed=False,

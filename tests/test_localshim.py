@@ -26,7 +26,7 @@ import pytest
 
 from agent_shim.protocol import ActionEvent
 from towerctl import config
-from towerctl.integrations import gate_install, gate_wrapper
+from towerctl.integrations import gate_install, gate_lookup, gate_wrapper
 from towerctl.integrations.gate_wrapper import install
 from towerctl.localshim import daemon as shimd
 from towerctl.localshim import fastclient
@@ -438,8 +438,8 @@ def test_fast_client_imports_nothing_but_the_standard_library() -> None:
 
 
 def test_mirrors_agree_with_the_package() -> None:
-    assert fastclient.KINDS == gate_wrapper.KINDS
-    assert fastclient.TARGET_VARS == gate_wrapper.TARGET_VARS
+    assert fastclient.KINDS == gate_lookup.KINDS
+    assert fastclient.TARGET_VARS == gate_lookup.TARGET_VARS
     assert fastclient.MARKER == gate_wrapper.MARKER
     for s in ["", "a", "app=web shop", "it's", "$(rm -rf /)", "a\nb", "ü", "--x=1", "@%+=:,./-_"]:
         assert fastclient.quote(s) == shlex.quote(s)

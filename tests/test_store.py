@@ -168,7 +168,7 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
     pending action and a finished one (its outcome in the outcomes table of
     versions 1-2). Returns the audit table's rows."""
     from towerctl.audit.signing import load_or_create_key
-    from towerctl.store import ops
+    from towerctl.store import ops, ops_sessions
 
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -178,7 +178,7 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
         conn.execute(f"PRAGMA user_version = {version}")
         tx = Tx(conn, load_or_create_key(key))
         conn.execute("BEGIN IMMEDIATE")
-        ops.session_started(tx, session(), resumed=False, ts_ms=T0)
+        ops_sessions.session_started(tx, session(), resumed=False, ts_ms=T0)
         ops.action_proposed(tx, action(), actor="agent:claude", ts_ms=T0 + 1)
         done = action("a-2", state="allowed", verdict="allow")
         ops.action_proposed(tx, done, actor="agent:claude", ts_ms=T0 + 1, started=True)
@@ -483,13 +483,13 @@ def test_a_right_belief_finishes_an_action_without_reading_it(db: Path) -> None:
     """The per-report fast path: one UPDATE that checks and moves, no SELECT."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from towerctl.store import ops
+    from towerctl.store import ops, ops_sessions
 
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
         tx = Tx(conn, Ed25519PrivateKey.generate())
-        ops.session_started(tx, session(), resumed=False, ts_ms=T0)
+        ops_sessions.session_started(tx, session(), resumed=False, ts_ms=T0)
         allowed = action("a-1", state="allowed", verdict="allow")
         ops.action_proposed(tx, allowed, actor="a", ts_ms=T0, started=True)
         statements: list[str] = []

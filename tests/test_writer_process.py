@@ -22,7 +22,16 @@ from typing import cast
 
 import pytest
 
-from towerctl.store import AlreadyDecided, Conflict, InvalidTransition, Store, StoreError, ops, writer_child
+from towerctl.store import (
+    AlreadyDecided,
+    Conflict,
+    InvalidTransition,
+    Store,
+    StoreError,
+    ops,
+    ops_sessions,
+    writer_child,
+)
 from towerctl.store.applier import Applier
 from towerctl.store.models import ActionRow, DecisionRow, OutcomeRow, SessionRow
 from towerctl.store.writer_proc import ProcessWriter
@@ -312,7 +321,7 @@ def test_batches_that_queued_up_commit_together_and_answer_one_by_one(tmp_path: 
     parent, child = socket.socketpair()
     try:
         propose = partial(ops.action_proposed, actor="agent:a", ts_ms=T0 + 1)
-        first = [partial(ops.session_started, row=session(), resumed=False, ts_ms=T0)]
+        first = [partial(ops_sessions.session_started, row=session(), resumed=False, ts_ms=T0)]
         second = [partial(propose, row=action("a-1")), partial(propose, row=action("a-2"))]
         clashing = replace(action("a-1"), digest="cd" * 32)
         third = [partial(propose, row=clashing), partial(propose, row=action("a-3"))]

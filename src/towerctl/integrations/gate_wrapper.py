@@ -45,7 +45,6 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from agent_shim.types import Kind
 from towerctl.integrations.gate_install import (
     FAST_ENTRY,
     MODES,
@@ -58,10 +57,10 @@ from towerctl.integrations.gate_install import (
     uninstall,
     wrapper_script,
 )
+from towerctl.integrations.gate_lookup import Lookup, find_real, kind_for, target_for
 from towerctl.localshim.shimclient.gate import MARKER, is_wrapper
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from agent_shim import Action
 
@@ -69,89 +68,6 @@ EXIT_DENIED: Final = 126
 EXIT_NOT_FOUND: Final = 127
 #: Seconds to reach the tower before refusing (``TOWER_CONNECT_TIMEOUT`` overrides).
 CONNECT_TIMEOUT_S: Final = 3.0
-
-KINDS: Final[dict[str, Kind]] = {
-    **dict.fromkeys(("kubectl", "helm", "kustomize", "oc", "kubectl-argo-rollouts", "argocd", "flux"), "k8s"),
-    **dict.fromkeys(
-        (
-            "terraform",
-            "tofu",
-            "terragrunt",
-            "pulumi",
-            "aws",
-            "gcloud",
-            "gsutil",
-            "bq",
-            "az",
-            "eksctl",
-            "doctl",
-            "cdk",
-            "sam",
-            "ansible-playbook",
-        ),
-        "cloud",
-    ),
-}
-#: Environment variables that say what an invocation touches, shown to the
-#: approver as the target (the agent can set them, so they are a hint, and
-#: they are bound into the digest like everything else).
-TARGET_VARS: Final[dict[str, tuple[str, ...]]] = {
-    "k8s": ("KUBECONFIG", "HELM_KUBECONTEXT", "HELM_NAMESPACE"),
-    "aws": ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"),
-    "gcloud": ("CLOUDSDK_CORE_PROJECT", "CLOUDSDK_ACTIVE_CONFIG_NAME"),
-    "az": ("AZURE_SUBSCRIPTION_ID", "AZURE_CONFIG_DIR"),
-    "terraform": ("TF_WORKSPACE", "AWS_PROFILE"),
-    "tofu": ("TF_WORKSPACE", "AWS_PROFILE"),
-    "pulumi": ("PULUMI_STACK", "AWS_PROFILE"),
-    "psql": ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"),
-    "mysql": ("MYSQL_HOST", "MYSQL_TCP_PORT"),
-}
-
-
-def kind_for(tool: str) -> Kind:
-    return KINDS.get(tool, "shell")
-
-
-def target_for(tool: str, environ: Mapping[str, str]) -> str:
-    names = TARGET_VARS.get(tool) or (TARGET_VARS["k8s"] if kind_for(tool) == "k8s" else ())
-    return " ".join(f"{n}={environ[n]}" for n in names if environ.get(n))[:512]
-
-
-# ------------------------------------------------------------------- lookup
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    real: str | None
-    path: str  # PATH without the gate's directory: what the real tool runs with
-    only_wrappers: bool  # found nothing but towerctl wrappers (ourselves included)
-
-
-def find_real(tool: str, gate_dir: str, path_env: str) -> Lookup:
-    """The first executable ``tool`` on PATH that is not a towerctl wrapper.
-
-    The gate's own directory is dropped from PATH (compared by real path, so
-    ``./bin``, symlinks and trailing slashes all count); other gate directories
-    are skipped by the marker in their wrappers, so two installs cannot bounce
-    an invocation between them.
-    """
-    own = os.path.realpath(gate_dir) if gate_dir else None
-    kept: list[str] = []
-    saw_wrapper = False
-    for entry in path_env.split(os.pathsep):
-        if own is not None and os.path.realpath(entry or ".") == own:
-            saw_wrapper = True
-            continue
-        kept.append(entry)
-    for entry in kept:
-        candidate = os.path.join(entry or ".", tool)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            if is_wrapper(candidate):
-                saw_wrapper = True
-                continue
-            return Lookup(os.path.abspath(candidate), os.pathsep.join(kept), False)
-    return Lookup(None, os.pathsep.join(kept), saw_wrapper)
-
 
 # ---------------------------------------------------------------------- run
 
@@ -382,7 +298,8 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-#: Installing lives in gate_install; it is re-exported here, the gates' one entry point.
+#: Installing lives in gate_install and the tool lookup in gate_lookup; both are
+#: re-exported here, the gates' one entry point.
 __all__ = [
     "EXIT_DENIED",
     "EXIT_NOT_FOUND",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final, TypeVar
 
-from towerctl.store import ops, ops_admin
+from towerctl.store import ops, ops_admin, ops_sessions
 from towerctl.store.models import (
     DECISION_VERDICTS,
     ActionRow,
@@ -58,7 +58,7 @@ class StoreWrites:
 
     async def session_started(self, row: SessionRow, *, resumed: bool, ts_ms: int) -> None:
         _ms(ts_ms)
-        await self._write(partial(ops.session_started, row=row, resumed=resumed, ts_ms=ts_ms))
+        await self._write(partial(ops_sessions.session_started, row=row, resumed=resumed, ts_ms=ts_ms))
 
     async def session_status(
         self, session_id: str, status: str, *, actor: str, reason: str, ts_ms: int
@@ -70,7 +70,7 @@ class StoreWrites:
             raise StoreError(f"bad session status {status!r}")
         await self._write(
             partial(
-                ops.session_status,
+                ops_sessions.session_status,
                 session_id=session_id,
                 status=status,
                 actor=actor,
