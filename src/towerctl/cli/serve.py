@@ -224,6 +224,13 @@ def serve(
     written = asyncio.run(bootstrap_tokens(db_path, key_path))
     for path in written:
         click.echo(f"created {path.stem} token: {path} (mode 0600)", err=True)
+    from towerctl.hub.open_files import raise_open_file_limit
+
+    limit = raise_open_file_limit()  # before the hub opens anything
+    if limit is not None:
+        click.echo(limit.describe(), err=True)
+        if (low := limit.warning()) is not None:
+            click.echo(low, err=True)
     try:
         from towerctl.hub.server import tune_gc_for_serving
 

@@ -44,6 +44,7 @@ from towerctl.config import (
     url_file,
     write_private,
 )
+from towerctl.hub.open_files import raise_open_file_limit
 from towerctl.hub.server import Hub, HubConfig, tune_gc_for_serving
 from towerctl.tokens import ensure_local_tokens
 
@@ -286,6 +287,11 @@ def up(demo: bool, port: int, db: str | None, theme: str | None, agents: int, se
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("towerctl").setLevel(logging.INFO)
+    limit = raise_open_file_limit()  # the console's terminal is no place for it: the log
+    if limit is not None:
+        logging.getLogger("towerctl.hub").log(
+            logging.WARNING if limit.warning() else logging.INFO, limit.warning() or limit.describe()
+        )
     tune_gc_for_serving()
     try:
         code = asyncio.run(

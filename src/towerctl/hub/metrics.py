@@ -10,7 +10,8 @@ mix). Two kinds of metric:
   (proposed → decided);
 - state, read from the hub's registry and store at scrape time: sessions by
   env and status, pending approvals and the oldest one's age, connected
-  operators, store write batches.
+  operators, store write batches; and the process's descriptors, memory and
+  CPU (``process_*``, prometheus_client's standard names).
 
 Counters start at zero when the hub process starts, as Prometheus expects.
 """
@@ -22,7 +23,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -132,6 +133,10 @@ class HubMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(service))
+        # The process's own: open and maximum file descriptors (one per
+        # connection: see hub/open_files), resident memory, CPU. Read from
+        # /proc at scrape time; exports nothing where there is no /proc.
+        ProcessCollector(registry=self.registry)
         self._action_children: dict[tuple[str, str, str], Any] = {}
 
     def on_proposed(self, info: ActionInfo) -> None:
