@@ -14,8 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent_shim.action_ids import new_action_id
     from agent_shim.approved import Approved
-    from agent_shim.client import Shim, new_action_id
+    from agent_shim.client import Shim
     from agent_shim.errors import ActionDenied, SessionKilled, ShimError
     from agent_shim.protocol import PROTOCOL_VERSION, Action
     from agent_shim.sync import SyncShim
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "Approved": "agent_shim.approved",
     "Shim": "agent_shim.client",
-    "new_action_id": "agent_shim.client",
+    "new_action_id": "agent_shim.action_ids",
     "ActionDenied": "agent_shim.errors",
     "SessionKilled": "agent_shim.errors",
     "ShimError": "agent_shim.errors",

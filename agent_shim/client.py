@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent_shim import ed25519
+from agent_shim.action_ids import new_action_id
 from agent_shim.approved import Approved
 from agent_shim.errors import ActionDenied, SessionKilled
 from agent_shim.gate import Gate, Ruling
@@ -86,10 +87,6 @@ def client_ssl_context(url: str, ssl: ssl_module.SSLContext | None) -> ssl_modul
     ca = os.environ.get("TOWER_CA")
     ctx = ssl_module.create_default_context(cafile=ca or None)
     return ctx
-
-
-def new_action_id() -> str:
-    return uuid.uuid4().hex
 
 
 class Shim(ShimTransport):

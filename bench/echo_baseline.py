@@ -23,7 +23,6 @@ import signal
 import statistics
 import sys
 import time
-import uuid
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,6 +41,7 @@ from load_raw import (
 )
 from load_raw import run_server as serve_on_hub_loop
 
+from agent_shim.action_ids import new_action_id
 from agent_shim.policy import policy_for
 from agent_shim.protocol import MAX_MESSAGE_BYTES
 
@@ -136,7 +136,7 @@ async def run_client(args: argparse.Namespace) -> None:
     else:
         tpl = Templates(policy_for(None, "dev"), "dev")
         stop = asyncio.Event()
-        payload = tpl.propose(READS[0], uuid.uuid4().hex, time.time_ns() // 1_000_000)[0]
+        payload = tpl.propose(READS[0], new_action_id(), time.time_ns() // 1_000_000)[0]
         tasks = [asyncio.create_task(client_loop(ws, payload, meter, stop, 1_000_000)) for ws in conns]
         client_cpu = await measure_windows(meter, args.warmup_s, args.windows, args.window_s)
         stop.set()

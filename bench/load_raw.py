@@ -55,6 +55,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from agent_shim.action_ids import new_action_id
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, AgentHello, encode
 from agent_shim.wire import LINES_SUBPROTOCOL
@@ -193,9 +194,9 @@ async def agent_loop(
             if stop.is_set():
                 return
             t_next = time.monotonic() + interval * rnd.uniform(0.8, 1.2)
-            aid = uuid.uuid4().hex
+            aid = new_action_id()  # as the shim makes them: time-ordered (agent_shim.action_ids)
             asked = ask_frac > 0 and rnd.random() < ask_frac
-            command = ASK.format(n=aid[:8]) if asked else rnd.choice(READS)
+            command = ASK.format(n=aid[-8:]) if asked else rnd.choice(READS)
             t0_wall = time.time_ns()
             t0 = time.perf_counter()
             data, digest, verdict = tpl.propose(command, aid, t0_wall // 1_000_000)

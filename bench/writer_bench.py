@@ -2,12 +2,14 @@
 
     python bench/writer_bench.py                      # 1,000 sessions, sync FULL
     python bench/writer_bench.py --sessions 1 --sync NORMAL
+    python bench/writer_bench.py --prefill 5000 --random-ids   # 500k actions logged, uuid4 ids
     python bench/writer_bench.py --sql "CREATE INDEX audit_by_action ON audit (action_id, seq)"
 
 Why: the writer process is half of the hub's CPU under load, and what it
 costs depends on the schema's B-trees more than on Python: with random
-(uuid4) ids and many sessions appending at once, every index keyed by action
-or session puts each write on a random leaf page, and every COMMIT writes
+ids and many sessions appending at once, every index keyed by action or
+session puts each write on a random leaf page (action ids are time-ordered
+for this reason: agent_shim.action_ids), and every COMMIT writes
 those pages to the WAL (and the checkpoint writes them again). This runs
 ``Applier.apply`` in-process, with no event loop or socket, on batches shaped
 like the hub's under a closed loop (100 new proposals, each allowed and
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from agent_shim.action_ids import new_action_id
 from towerctl.store import ops, ops_sessions
 from towerctl.store.applier import Applier
 from towerctl.store.models import ActionRow, OutcomeRow, SessionRow
@@ -57,15 +60,18 @@ def written_bytes() -> int:
 class Batches:
     """Hub-shaped batches: new proposals and the outcomes of the previous batch."""
 
-    def __init__(self, sessions: list[str], size: int, t0: int) -> None:
+    def __init__(
+        self, sessions: list[str], size: int, t0: int, new_id: Callable[[], str] = new_action_id
+    ) -> None:
         self.sessions = sessions
         self.size = size
         self.t0 = t0
+        self.new_id = new_id
         self._next_session = itertools.cycle(range(len(sessions)))
         self._previous: list[tuple[str, str]] = []
 
     def next(self) -> list[Callable[[Tx], object]]:
-        ids = [str(uuid.uuid4()) for _ in range(self.size)]
+        ids = [self.new_id() for _ in range(self.size)]
         out: list[Callable[[Tx], object]] = []
         made: list[tuple[str, str]] = []
         for aid in ids:
@@ -111,7 +117,9 @@ class Batches:
         return out
 
 
-def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> tuple[float, float]:
+def run(
+    sessions: int, batch: int, sync: str, sql: list[str], prefill: int, random_ids: bool = False
+) -> tuple[float, float]:
     home = Path(tempfile.mkdtemp(prefix="writer-bench-"))
     writer = Applier(home / "t.db", home / "k", synchronous=sync, busy_timeout_ms=5000, checkpoint_every=256)
     writer.open()
@@ -141,7 +149,7 @@ def run(sessions: int, batch: int, sync: str, sql: list[str], prefill: int) -> t
             for s in sids
         ]
         writer.apply(start)
-        batches = Batches(sids, batch, t0)
+        batches = Batches(sids, batch, t0, (lambda: uuid.uuid4().hex) if random_ids else new_action_id)
 
         def apply(n: int) -> None:
             for k in range(n):
@@ -171,10 +179,15 @@ def main() -> None:
     ap.add_argument("--sync", choices=("FULL", "NORMAL"), default="FULL")
     ap.add_argument("--prefill", type=int, default=100, help="batches written before measuring")
     ap.add_argument("--sql", action="append", default=[], help="statement run first (repeatable)")
+    ap.add_argument(
+        "--random-ids", action="store_true", help="uuid4 action ids instead of the shim's time-ordered ones"
+    )
     args = ap.parse_args()
-    us, kib = run(args.sessions, args.batch, args.sync, args.sql, args.prefill)
+    us, kib = run(args.sessions, args.batch, args.sync, args.sql, args.prefill, args.random_ids)
+    ids = "random" if args.random_ids else "time-ordered"
     print(
-        f"writer, {args.sessions} sessions, batches of {args.batch}, sync {args.sync}"
+        f"writer, {args.sessions} sessions, batches of {args.batch}, sync {args.sync}, "
+        f"{args.prefill * args.batch} actions in the log, {ids} ids"
         f"{', after ' + '; '.join(args.sql) if args.sql else ''}: "
         f"{us:.0f} us per allowed action, {kib:.1f} KiB written per action (best of 4)"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_shim.action_ids import short_id
 from agent_shim.protocol import ActionEvent
 from towerctl.operator import OperatorClient
 
@@ -104,8 +105,14 @@ async def test_exec_waits_then_approve_runs_it(served: Served, tmp_path: Path) -
         assert [p["id"] for p in listed] == [ev.action.action.action_id]
         assert listed[0]["risk"] == "destructive" and listed[0]["reasons"]
         assert victim.exists()
-        code, out, err = await towerctl(served.home, "approve", listed[0]["id"][:10])
+        # As a person does it: the plain listing shows each id's end, which names it.
+        code, out, err = await towerctl(served.home, "pending")
         assert code == 0, err
+        shown = out.split()[0]
+        assert shown == short_id(listed[0]["id"])
+        code, out, err = await towerctl(served.home, "approve", shown)
+        assert code == 0, err
+        assert f"approved {listed[0]['id']}" in out
         code, out, err = await asyncio.wait_for(exec_task, 30)
         assert code == 0, err
         assert not victim.exists()

@@ -119,6 +119,12 @@ async def test_tokens_and_audit_commands(served: Served) -> None:
     code, out, err = await towerctl(served.home, "audit", "show", proposed["action_id"], "--db", db)
     assert code == 0, err
     assert "action.proposed" in out and "action.succeeded" in out
+    # Its end names it too (what `pending` and the console show), matched literally.
+    code, by_end, err = await towerctl(served.home, "audit", "show", proposed["action_id"][-12:], "--db", db)
+    assert code == 0, err
+    assert by_end == out
+    code, _, err = await towerctl(served.home, "audit", "show", "%", "--db", db)
+    assert code != 0 and "no audit records" in err
 
 
 async def test_operator_commands_fail_clearly_without_a_hub(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ async def test_the_audit_view_keeps_log_order_as_it_refreshes_and_filters(
         await wait_for(lambda: records.row_count > 0 and records.row_count == len(app.state.audit_records))
         seqs = [int(k) for k in records.row_keys()]
         assert seqs == sorted(seqs)
-        await pilot.press("slash", *second_id[:8])
+        await pilot.press("slash", *second_id[-8:])  # the end the table shows
         await wait_for(lambda: 0 < records.row_count < len(seqs))
         await pilot.press(*["backspace"] * 8)
         await wait_for(lambda: records.row_count >= len(seqs))

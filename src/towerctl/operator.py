@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from agent_shim.action_ids import id_matches
 from agent_shim.client import client_ssl_context
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import (
@@ -252,17 +253,18 @@ class OperatorClient:
             raise OperatorError(result.message, result.code)
         return result
 
-    def resolve_action(self, prefix: str) -> ActionInfo:
-        """An action by id or unique id prefix, pending first."""
+    def resolve_action(self, typed: str) -> ActionInfo:
+        """An action by id, or by a unique start or end of one (``towerctl
+        pending`` shows ids' ends: see agent_shim.action_ids), pending first."""
         for pool in (self.pending, self.actions):
-            if prefix in pool:
-                return pool[prefix]
-            hits = [a for aid, a in pool.items() if aid.startswith(prefix)]
+            if typed in pool:
+                return pool[typed]
+            hits = [a for aid, a in pool.items() if id_matches(aid, typed)]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
-                raise OperatorError(f"action id prefix {prefix!r} is ambiguous", "ambiguous")
-        raise OperatorError(f"no pending action {prefix!r}", "not_found")
+                raise OperatorError(f"{typed!r} matches {len(hits)} actions: type more of it", "ambiguous")
+        raise OperatorError(f"no pending action {typed!r}", "not_found")
 
     async def decide(
         self, action_id: str, approve: bool, reason: str = "", digest: str | None = None

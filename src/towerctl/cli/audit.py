@@ -148,17 +148,21 @@ def export(db: str | None) -> None:
 @db_option
 @json_option
 def show(ident: str, db: str | None, as_json: bool) -> None:
-    """Show the records of an action id (prefix ok), a session id, or one seq number."""
+    """Show the records of an action id (its start or end is enough), a session id, or one seq number."""
     path = _db(db)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         con.row_factory = sqlite3.Row
+        rows = []
         if ident.isdigit():
             rows = con.execute("SELECT * FROM audit WHERE seq = ?", (int(ident),)).fetchall()
-        else:
+        if not rows:  # an id's end can be all digits too
+            # Either end of an action id (agent_shim.action_ids), matched literally.
+            bare = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             rows = con.execute(
-                "SELECT * FROM audit WHERE action_id LIKE ? OR session_id = ? ORDER BY seq",
-                (ident.replace("%", "") + "%", ident),
+                "SELECT * FROM audit WHERE action_id LIKE ? ESCAPE '\\' OR action_id LIKE ? ESCAPE '\\'"
+                " OR session_id = ? ORDER BY seq",
+                (bare + "%", "%" + bare, ident),
             ).fetchall()
     finally:
         con.close()

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from agent_shim.action_ids import short_id
 from towerctl.cli.common import emit_json, fail, json_option, run, token_option, url_option
 from towerctl.config import resolve
 from towerctl.textsafe import safe_text
@@ -100,7 +101,7 @@ def pending(url: str | None, token: str | None, as_json: bool) -> None:
         for a in rows:
             left = max(0, ((a.expires_at or 0) - int(time.time() * 1000)) // 1000)
             click.echo(
-                f"{a.action.action_id[:12]}  {a.env:<8} {a.agent:<16} {a.risk:<11} {left:>4}s  "
+                f"{short_id(a.action.action_id)}  {a.env:<8} {a.agent:<16} {a.risk:<11} {left:>4}s  "
                 f"{safe_text(a.action.command, single_line=True)[:80]}"
             )
             for r in a.reasons:
@@ -133,7 +134,7 @@ def _decide(
 @token_option
 @json_option
 def approve(action_id: str, reason: str, url: str | None, token: str | None, as_json: bool) -> None:
-    """Approve pending action ACTION_ID (a unique prefix is enough)."""
+    """Approve pending action ACTION_ID (its unique start or end, as `pending` shows it, is enough)."""
     _decide(url, token, action_id, True, reason, as_json)
 
 
@@ -144,7 +145,7 @@ def approve(action_id: str, reason: str, url: str | None, token: str | None, as_
 @token_option
 @json_option
 def deny(action_id: str, reason: str, url: str | None, token: str | None, as_json: bool) -> None:
-    """Deny pending action ACTION_ID with a reason."""
+    """Deny pending action ACTION_ID (or its unique start or end) with a reason."""
     _decide(url, token, action_id, False, reason, as_json)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
+from agent_shim.action_ids import short_id
 from agent_shim.protocol import ActionInfo
 from towerctl.tui.render import Clock, Palette, agent_text, env_text, outcome_text
 from towerctl.tui.state import AuditRecord, Delta, TowerState
@@ -79,7 +80,8 @@ class ActionsTable(LogTable):
             "session": Text(info.session_id, no_wrap=True, overflow="ellipsis"),
             "agent": agent_text(info.agent, limit=40),
             "env": env_text(info.env, False, palette),
-            "action": Text(info.action.action_id, no_wrap=True, overflow="ellipsis"),
+            # An id's end: ids made in the same second share their start (agent_shim.action_ids).
+            "action": Text(short_id(info.action.action_id), no_wrap=True, overflow="ellipsis"),
             "state": Text(info.state, palette.state(info.state)),
             "risk": Text(info.risk, palette.risk(info.risk)),
             "by": agent_text(decider(info), limit=40),
@@ -158,7 +160,7 @@ class RecordsTable(LogTable):
                     "event": agent_text(rec.event, limit=18),
                     "actor": agent_text(rec.actor, limit=12),
                     "session": agent_text(rec.session_id, limit=14),
-                    "action": agent_text(rec.action_id, limit=14),
+                    "action": agent_text(short_id(rec.action_id or ""), limit=14),
                     "detail": agent_text(rec.detail, limit=300),
                 },
             )
