@@ -22,7 +22,7 @@ from .wire import PROTOCOL, Refused, say
 MARKER = "# towerctl-gate-wrapper v1"
 
 
-# Mirrors of towerctl.integrations.gate_wrapper (a test keeps them equal).
+# Mirrors of towerctl.integrations.gate_lookup (it must not import towerctl; a test keeps them equal).
 KINDS: dict[str, str] = {
     **dict.fromkeys(("kubectl", "helm", "kustomize", "oc", "kubectl-argo-rollouts", "argocd", "flux"), "k8s"),
     **dict.fromkeys(
