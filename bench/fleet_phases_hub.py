@@ -21,7 +21,7 @@ from typing import Any
 from fleet_procs import HERE, PY, CpuProbe, log, nofile_limit, rss_kib, run_json_proc
 from fleet_report import fmt, spread, summarise_profile
 from fleet_run import RESULTS, Bench
-from harness import ServedHub, child_env, pct, quiet_gc, start_hub
+from harness import ServedHub, child_env, gc_pause_buckets, gc_pauses_between, pct, quiet_gc, start_hub
 
 from agent_shim.protocol import ActionEvent
 from towerctl.operator import OperatorClient
@@ -130,6 +130,8 @@ async def latency_phase(
                 t.add_done_callback(tasks.discard)
 
     out = bench.outfile("latency")
+    # The serve process's collections stop its event loop: the latency tails (docs/performance.md).
+    gc_before = await asyncio.to_thread(gc_pause_buckets, hub.url)
     async with OperatorClient(hub.url, hub.token("admin"), client="fleet-bench") as op:
         op_task = asyncio.create_task(operator(op))
         quiet_gc()  # this process times the operator's side
@@ -156,6 +158,7 @@ async def latency_phase(
         op_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await op_task
+    serve_gc = gc_pauses_between(gc_before, await asyncio.to_thread(gc_pause_buckets, hub.url))
     bench.acked_files["full"].append(out)
     asked = json.loads(out.read_text())["asked"]
     to_op: list[list[float]] = [[] for _ in range(windows or bench.windows)]
@@ -192,12 +195,16 @@ async def latency_phase(
         "asked_n": sum(len(w) for w in to_op),
         "asked_pooled_to_operator_p99_ms": round(pct([x for w in to_op for x in w], 99), 2),
         "asked_pooled_unblocked_p99_ms": round(pct([x for w in unblock for x in w], 99), 2),
+        # Over the whole phase (the agents' connecting and the warm-up too), all generations.
+        "serve_gc": serve_gc,
     }
     log(
         f"latency at {rate:.0f}/s offered: achieved {fmt(lat['achieved_rate'])}/s; allowed p99 "
         f"{fmt(lat['allowed_ms']['p99'], ' ms')}; asked->operator p99 "
         f"{fmt(lat['asked_to_operator_ms']['p99'], ' ms')}; decide->unblocked p99 "
-        f"{fmt(lat['decide_to_unblocked_ms']['p99'], ' ms')} (n asked {lat['asked_n']})"
+        f"{fmt(lat['decide_to_unblocked_ms']['p99'], ' ms')} (n asked {lat['asked_n']}); serve GC "
+        f"{serve_gc['collections']:.0f} collections, {serve_gc['over_10ms']:.0f} over 10 ms, "
+        f"longest <= {serve_gc['longest_le_ms']} ms"
     )
     return lat
 

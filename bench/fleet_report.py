@@ -220,6 +220,17 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                     "—",
                 )
             )
+        if "serve_gc" in lat:
+            g = lat["serve_gc"]
+            rows.append(
+                (
+                    f"@{lat['offered_rate']}/s serve GC: collections (over 10 ms), longest",
+                    f"{g['collections']:.0f} ({g['over_10ms']:.0f}), ≤ {g['longest_le_ms']:g} ms",
+                    "—",
+                    "—",
+                    "—",
+                )
+            )
         floor = ceiling.get(f"latency_{lat['offered_rate']}", {}).get("allowed_ms", {})
         for q in ("p50", "p99", "p99.9"):
             limit = floor.get(q)

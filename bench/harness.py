@@ -189,3 +189,36 @@ def windowed(
         "window_p99": spread([float(w["p99"]) for w in per]),
         "windows": per,
     }
+
+
+def gc_pause_buckets(url: str) -> dict[float, float]:
+    """The hub's ``towerctl_gc_pause_seconds`` histogram over all generations,
+    as {upper bound in seconds: collections at most that long}, read from its
+    ``/metrics`` (blocking: call it in a thread)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    http = url.replace("wss://", "https://").replace("ws://", "http://").rstrip("/") + "/metrics"
+    with urllib.request.urlopen(http, timeout=10) as resp:
+        text = resp.read().decode()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "towerctl_gc_pause_seconds":
+            continue
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+    return buckets
+
+
+def gc_pauses_between(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """What the hub's collector did between two ``gc_pause_buckets`` readings:
+    how many collections, how many took over 10 ms, and the bound of the longest
+    (ms; ``inf`` past the histogram's last bucket)."""
+    delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in after}
+    total = delta.get(math.inf, 0.0)
+    over_10ms = total - delta.get(0.01, total)
+    longest = min((le for le, n in delta.items() if n >= total), default=0.0) if total else 0.0
+    return {"collections": total, "over_10ms": over_10ms, "longest_le_ms": round(longest * 1000, 1)}

@@ -160,3 +160,56 @@ def test_the_benchmarks_collect_young_objects_as_serve_does() -> None:
     from towerctl.hub.server import YOUNG_GC_THRESHOLD
 
     assert HUB_YOUNG_GC_THRESHOLD == YOUNG_GC_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        ({}, {}, {"collections": 0, "over_10ms": 0, "longest_le_ms": 0.0}),
+        (
+            {0.001: 2, 0.01: 3, 0.05: 3, float("inf"): 3},
+            {0.001: 6, 0.01: 9, 0.05: 12, float("inf"): 12},
+            {"collections": 9, "over_10ms": 3, "longest_le_ms": 50.0},
+        ),
+        (
+            {0.001: 1, 0.01: 1, 0.05: 1, float("inf"): 1},
+            {0.001: 1, 0.01: 1, 0.05: 1, float("inf"): 2},
+            {"collections": 1, "over_10ms": 1, "longest_le_ms": float("inf")},
+        ),
+        (
+            {0.001: 4, 0.01: 4, 0.05: 4, float("inf"): 4},
+            {0.001: 5, 0.01: 5, 0.05: 5, float("inf"): 5},
+            {"collections": 1, "over_10ms": 0, "longest_le_ms": 1.0},
+        ),
+    ],
+)
+def test_the_fleet_bench_reads_the_collectors_pauses_between_two_scrapes(
+    before: dict[float, float], after: dict[float, float], expected: dict[str, float]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from harness import gc_pauses_between
+
+    assert gc_pauses_between(before, after) == expected
+
+
+_BENCH = str(Path(__file__).resolve().parents[1] / "bench")
+
+
+async def test_the_fleet_bench_scrapes_the_hubs_collections(tmp_path: Path) -> None:
+    import asyncio
+    import gc
+
+    sys.path.insert(0, _BENCH)
+    from harness import gc_pause_buckets, gc_pauses_between
+
+    from .conftest import make_tower
+
+    tower = await make_tower(tmp_path)
+    try:
+        before = await asyncio.to_thread(gc_pause_buckets, tower.url)
+        gc.collect()
+        after = await asyncio.to_thread(gc_pause_buckets, tower.url)
+    finally:
+        await tower.hub.stop()
+    seen = gc_pauses_between(before, after)
+    assert seen["collections"] >= 1 and seen["longest_le_ms"] > 0

@@ -11,7 +11,8 @@ mix). Two kinds of metric:
 - state, read from the hub's registry and store at scrape time: sessions by
   env and status, pending approvals and the oldest one's age, connected
   operators, store write batches; and the process's descriptors, memory and
-  CPU (``process_*``, prometheus_client's standard names).
+  CPU (``process_*``, prometheus_client's standard names); and how long each
+  garbage collection stopped the process (``towerctl_gc_pause_seconds``).
 
 Counters start at zero when the hub process starts, as Prometheus expects.
 """
@@ -28,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agent_shim.protocol import ActionInfo
+from towerctl.hub.gc_pauses import GcPauses
 
 if TYPE_CHECKING:
     from towerctl.hub.service import HubService
@@ -137,6 +139,8 @@ class HubMetrics:
         # connection: see hub/open_files), resident memory, CPU. Read from
         # /proc at scrape time; exports nothing where there is no /proc.
         ProcessCollector(registry=self.registry)
+        #: Installed by the hub while it runs (Hub.start / Hub.stop).
+        self.gc_pauses = GcPauses(self.registry)
         self._action_children: dict[tuple[str, str, str], Any] = {}
 
     def on_proposed(self, info: ActionInfo) -> None:

@@ -140,6 +140,7 @@ class Hub(ConnectionLoops):
             server_header="towerctl",
         )
         _ = self.port  # remember it: restarts on the same port ask after stop()
+        self.metrics.gc_pauses.install()  # last: a start that failed leaves no hook behind
         if self.config.webhook_url:
             self.notifier = ApprovalNotifier(
                 self.config.webhook_url, self.config.webhook_after_s, lambda: self.service
@@ -165,6 +166,7 @@ class Hub(ConnectionLoops):
             log.warning("cannot write %s: %s", self.public_key_file, exc)
 
     async def stop(self) -> None:
+        self.metrics.gc_pauses.remove()
         if self.notifier is not None:
             await self.notifier.stop()
             self.notifier = None
