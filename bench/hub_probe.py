@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import proc_cpu_s, quiet_gc, start_hub
+from harness import gc_pause_buckets, gc_pauses_between, proc_cpu_s, quiet_gc, start_hub
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,9 +120,12 @@ async def probe(
         t0 = elapsed = own0 = own = 0.0
         events0 = events = 0
         done: dict[str, Any] = {}
+        gc0: dict[float, float] = {}
+        serve_gc: dict[str, float] = {}
         async for line in load.stdout:
             event = json.loads(line)
             if event.get("event") == "measuring":
+                gc0 = await asyncio.to_thread(gc_pause_buckets, hub.url)  # before the CPU mark
                 pids = [hub.proc.pid, *children(hub.proc.pid)]
                 cpu0 = {p: proc_cpu_s(p) for p in pids}
                 t0, own0 = time.monotonic(), time.process_time()
@@ -132,6 +135,7 @@ async def probe(
                 cpu = {p: (proc_cpu_s(p) - cpu0[p]) / elapsed for p in pids}
                 own = (time.process_time() - own0) / elapsed
                 events = round(((op.events if op else 0) - events0) / elapsed)
+                serve_gc = gc_pauses_between(gc0, await asyncio.to_thread(gc_pause_buckets, hub.url))
             elif event.get("event") == "done":
                 done = event
         await load.wait()
@@ -160,6 +164,8 @@ async def probe(
             "load": round(client / rate * 1e6),
         },
         "ack_ms": done["allowed_ms_pooled"],
+        # The serve process's collections in the windows (they stop its event loop).
+        "serve_gc": serve_gc,
         # This process: the operator client, when there is one.
         "operator": {"cores": round(own, 2), "events_per_s": events} if operator else None,
     }
@@ -190,12 +196,15 @@ def main() -> None:
     )
     us = res["us_per_action"]
     opr = res["operator"]
+    pauses = res["serve_gc"]
     print(
         f"{res['agents']} agents, {res['offered']}, sync {res['sync']}, {res['writer']} writer: "
         f"{res['rate_median']:.0f} actions/s (windows {res['rates']}); CPU per action: "
         f"serve {us['serve']} us, writer {us['writer']} us, load {us['load']} us; "
         + (f"operator client {opr['cores']} cores, {opr['events_per_s']} events/s; " if opr else "")
-        + f"ack p50 {res['ack_ms']['p50']} p99 {res['ack_ms']['p99']} ms; errors {res['errors'] or 'none'}",
+        + f"ack p50 {res['ack_ms']['p50']} p99 {res['ack_ms']['p99']} ms; "
+        + f"serve GC in the windows {pauses['collections']:.0f} ({pauses['over_10ms']:.0f} over 10 ms, "
+        + f"longest <= {pauses['longest_le_ms']} ms); errors {res['errors'] or 'none'}",
         file=sys.stderr,
     )
     print(json.dumps(res))
