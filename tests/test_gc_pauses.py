@@ -50,12 +50,13 @@ def test_installed_once_and_removed_cleanly() -> None:
     try:
         assert gc.callbacks.count(pauses._on_collection) == 1
         gc.collect(2)
-        assert _count(registry, 2) == 1
     finally:
         pauses.remove()
     assert not pauses.installed
+    seen = _count(registry, 2)
+    assert seen >= 1  # (a collection the interpreter started itself may add one)
     gc.collect(2)
-    assert _count(registry, 2) == 1  # removed: no longer observed
+    assert _count(registry, 2) == seen  # removed: no longer observed
 
 
 async def test_a_running_hub_exports_its_process_collections(tower: Tower) -> None:
