@@ -289,9 +289,9 @@ def up(demo: bool, port: int, db: str | None, theme: str | None, agents: int, se
     logging.getLogger("towerctl").setLevel(logging.INFO)
     limit = raise_open_file_limit()  # the console's terminal is no place for it: the log
     if limit is not None:
-        logging.getLogger("towerctl.hub").log(
-            logging.WARNING if limit.warning() else logging.INFO, limit.warning() or limit.describe()
-        )
+        low = limit.warning()
+        hub_log = logging.getLogger("towerctl.hub")
+        hub_log.log(logging.WARNING if low else logging.INFO, low or limit.describe())
     tune_gc_for_serving()
     try:
         code = asyncio.run(

@@ -8,7 +8,8 @@ protocol's rules are in :mod:`towerctl.store.writer_proc`.
 Messages each way are a 4-byte length and a pickle of ``(kind, payload)``:
 from the parent ``("batch", [op, ...])`` or ``("conn", fn)``; from the child
 ``("ready", readonly_uri)`` or ``("error", exc)`` once, then one
-``("ok", results)`` or ``("fail", exc)`` per message, in order.
+``("ok", results)`` or ``("fail", exc)`` per message, in order, and, unasked,
+``(CHECKPOINTED, None)`` each time it has copied the WAL back while idle.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from towerctl.store.tx import Tx
 from towerctl.store.writer import MAX_BATCH
 
 HEADER: Final = struct.Struct("!I")
+#: The one message the child sends unasked (no batch waits on it): it copied the WAL back.
+CHECKPOINTED: Final = "checkpointed"
 
 
 def _portable(exc: BaseException) -> StoreError:
@@ -143,6 +146,6 @@ def run_child(sock: socket.socket, applier: Applier) -> None:
             if eof:
                 return
             if not _pending(sock) and applier.idle_checkpoint():
-                _send(sock, ("checkpointed", None))  # unasked: the parent counts it
+                _send(sock, (CHECKPOINTED, None))
     finally:
         applier.close()

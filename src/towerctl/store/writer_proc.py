@@ -46,7 +46,7 @@ from towerctl.store.applier import Applier
 from towerctl.store.models import StoreError
 from towerctl.store.tx import Tx
 from towerctl.store.writer import Writer, _fail, _Job
-from towerctl.store.writer_child import HEADER, run_child
+from towerctl.store.writer_child import CHECKPOINTED, HEADER, run_child
 
 T = TypeVar("T")
 
@@ -236,7 +236,7 @@ class ProcessWriter(Writer):
         if self._ready is not None and not self._ready.done():
             self._ready.set_result((str(answer), value))
             return
-        if answer == "checkpointed":  # not a reply: no batch waits on it
+        if answer == CHECKPOINTED:  # not a reply: no batch waits on it
             self._checkpointed()
             return
         if not self._inflight:
