@@ -1,0 +1,167 @@
+"""The serve process's own work per action, without sockets: a steadier instrument.
+
+    python bench/serve_path.py [--agents 1000] [--actions 200000] [--rounds 5] [--sync full]
+
+A real hub (``Hub``, real SQLite file, the forked writer process, the bench's
+policy), started as ``towerctl serve`` starts it (young-generation threshold,
+start-up objects frozen, uvloop), and N sessions in its registry. Each session
+runs a closed loop of the load's own messages (``load_messages.Templates``:
+the proposal of one action, then its report, as the lines of one frame) through
+the hub's message entry point (``ConnectionLoops._agent_message``), as
+websockets would hand them over. The sessions have no socket, so acks are built
+but not written: what is left is everything the serve process does per action
+except websockets' framing (which ``null_hub.py`` measures) and the send.
+
+Why: a fleet run's rates move ±20 % between runs on this shared machine, and
+its CPU per action ±5-10 %, which hides the few per cent a change to the hot
+path is worth. This loop has no load process competing for the cores, so its
+CPU per action repeats to a few per cent; it prints the serve process's and
+the writer process's CPU per action for each round, and their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BENCH_POLICY, proc_cpu_s, self_cpu_s
+from load_messages import READS, Templates
+
+from agent_shim.action_ids import new_action_id
+from agent_shim.policy import RateWindow, parse_policy_toml
+from towerctl.hub.registry import LiveSession
+from towerctl.hub.server import Hub, HubConfig, freeze_startup_objects, tune_gc_for_serving
+from towerctl.store.models import SessionRow
+from towerctl.store.tx import Tx
+
+
+async def open_sessions(hub: Hub, n: int) -> list[LiveSession]:
+    """Sessions as ``agent_hello`` leaves them, stored first (actions refer to them)."""
+    assert hub.service is not None and hub.store is not None
+    now = time.time_ns() // 1_000_000
+    out = []
+    for i in range(n):
+        sid = f"s-bench-{i:06d}"
+        row = SessionRow(
+            session_id=sid,
+            agent=f"load-{i:04d}",
+            env="dev",
+            host="bench",
+            pid=None,
+            status="active",
+            started_at=now,
+            last_seen=now,
+            ended_at=None,
+        )
+        await hub.store.session_started(row, resumed=False, ts_ms=now)
+        sess = LiveSession(
+            session_id=sid, agent=row.agent, env="dev", host="bench", pid=None, status="active",
+            started_at=now, last_seen=now,
+        )
+        sess.rate = RateWindow(hub.service.reg.policy("dev")[1].max_actions_per_minute)
+        hub.service.reg.sessions[sid] = sess
+        out.append(sess)
+    return out
+
+
+def messages(tpl: Templates, count: int) -> list[tuple[str, str]]:
+    """One agent's (proposal, report) pairs, made before the clock starts: the
+    load's work of building them is not the hub's."""
+    out = []
+    for i in range(count):
+        aid = new_action_id()
+        now = time.time_ns() // 1_000_000
+        data, digest, _ = tpl.propose(READS[i % len(READS)], aid, now)
+        out.append((data, tpl.report_json(aid, digest, now)))
+    return out
+
+
+async def agent(hub: Hub, sess: LiveSession, msgs: list[tuple[str, str]]) -> None:
+    """Propose, wait for the hub's answer (after its commit), report, as the load
+    does: the report goes with the next proposal."""
+    held: str | None = None
+    for proposal, report in msgs:
+        if held is not None:
+            await hub._agent_message(None, sess, held)  # type: ignore[arg-type]
+        await hub._agent_message(None, sess, proposal)  # type: ignore[arg-type]
+        held = report
+    if held is not None:
+        await hub._agent_message(None, sess, held)  # type: ignore[arg-type]
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    home = Path(tempfile.mkdtemp(prefix="serve-path-"))
+    tune_gc_for_serving()
+    hub = Hub(
+        HubConfig(
+            db_path=home / "tower.db",
+            key_path=home / "audit.key",
+            synchronous=args.sync.upper(),
+            writer_process=True,
+        )
+    )
+    await hub.start(parse_policy_toml(BENCH_POLICY))
+    try:
+        freeze_startup_objects()
+        assert hub.store is not None and hub.service is not None
+        writer_pid = hub.store._writer.pid  # type: ignore[attr-defined]
+        sessions = await open_sessions(hub, args.agents)
+        tpl = Templates(hub.service.reg.policy("dev")[1], "dev")
+        per_agent = max(1, args.actions // args.agents)
+        rounds = []
+        for _ in range(args.rounds):
+            work = [messages(tpl, per_agent) for _ in sessions]
+            cpu0, w0, t0 = self_cpu_s(), proc_cpu_s(writer_pid), time.perf_counter()
+            await asyncio.gather(*(agent(hub, s, m) for s, m in zip(sessions, work, strict=True)))
+            # The last reports wait (lazily) for a batch: a checkpoint is one.
+            await hub.store._writer.submit(Tx.checkpoint)  # type: ignore[attr-defined]
+            cpu1, w1, t1 = self_cpu_s(), proc_cpu_s(writer_pid), time.perf_counter()
+            n = per_agent * len(sessions)
+            rounds.append(
+                {
+                    "actions": n,
+                    "actions_per_s": round(n / (t1 - t0)),
+                    "serve_us": round((cpu1 - cpu0) / n * 1e6, 1),
+                    "writer_us": round((w1 - w0) / n * 1e6, 1),
+                }
+            )
+            print(json.dumps(rounds[-1]), flush=True)
+    finally:
+        await hub.stop()
+    return {
+        "agents": args.agents,
+        "sync": args.sync,
+        "serve_us_median": statistics.median(r["serve_us"] for r in rounds),  # type: ignore[misc]
+        "writer_us_median": statistics.median(r["writer_us"] for r in rounds),  # type: ignore[misc]
+        "rounds": rounds,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--actions", type=int, default=100_000, help="per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--sync", choices=("full", "normal"), default="full")
+    args = ap.parse_args()
+    from towerctl.cli.serve import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        result = runner.run(run(args))
+    print(
+        f"serve path, {args.agents} sessions, sync {args.sync}: serve {result['serve_us_median']} us, "
+        f"writer {result['writer_us_median']} us per allowed action (median of {args.rounds} rounds)"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
