@@ -180,6 +180,29 @@ async def test_an_allowed_action_reaches_operators_as_one_event(
         reader.cancel()
 
 
+async def test_a_finished_action_reaches_operators_with_its_outcome(
+    tower: Tower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's figures are kept beside the proposal and made into the
+    operators' ActionInfo only when sent: in the flushed event and in the
+    snapshot of a console that connects later, with the same outcome."""
+    monkeypatch.setattr(hub_service, "SESSION_COALESCE_S", 1.0)
+    seen: list[Any] = []
+    agent = Shim(tower.url, tower.tokens["agent"], agent="a1", env="dev")
+    async with tower.operator("viewer") as op, agent as shim:
+        reader = asyncio.create_task(collect(op, seen))
+        await wait_for(lambda: len(tower.hub.service.fanout.operators) == 1)  # type: ignore[union-attr]
+        failed = await shim.run_shell("echo out; exit 3")
+        aid = failed.action.action_id
+        await wait_for(lambda: "failed" in events_for(seen, aid))
+        reader.cancel()
+        (sent,) = [e.action for e in seen if isinstance(e, ActionEvent) and e.action.action.action_id == aid]
+    assert (sent.state, sent.exit_code) == ("failed", 3)
+    assert "out" in sent.output_tail and sent.duration_ms is not None
+    async with tower.operator("viewer") as late:  # connect() returns once its snapshot is in
+        assert late.actions[aid] == sent
+
+
 async def test_what_an_operator_acts_on_is_not_held_and_replaces_a_held_state(
     tower: Tower, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from agent_shim.protocol import ActionInfo, Report, Started
-from towerctl.hub.registry import LiveSession
+from towerctl.hub.registry import FinishedAction, LiveSession
 from towerctl.hub.service_base import Refused, ServiceBase, _row_to_info, now_ms
 from towerctl.store import InvalidTransition, NotFound
 from towerctl.store.models import ActionRow, OutcomeRow
@@ -158,14 +158,7 @@ class ActionOutcomes(ServiceBase):
         if sess.current_action == info.action.command:
             sess.current_action = ""
         self._announce_action(
-            info.model_copy(
-                update={
-                    "state": msg.status,
-                    "exit_code": msg.exit_code,
-                    "duration_ms": msg.duration_ms,
-                    "output_tail": msg.output_tail[-2000:],
-                }
-            ),
+            FinishedAction(info, msg.status, msg.exit_code, msg.duration_ms, msg.output_tail[-2000:]),
             routine=True,
         )
         self._touch_session(sess)

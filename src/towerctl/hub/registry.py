@@ -17,6 +17,7 @@ from websockets.asyncio.server import ServerConnection
 from agent_shim.gate import Assessor
 from agent_shim.policy import EnvPolicy, RateWindow, policy_for
 from agent_shim.protocol import ActionInfo, PolicyInfo, SessionActivity, SessionInfo, SessionStatus
+from agent_shim.types import ActionState
 
 RECENT_ACTIONS: Final = 500
 #: Actions kept in memory until they finish. Beyond this the oldest are dropped
@@ -88,6 +89,43 @@ class LiveAction:
     state: str
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedAction:
+    """An action's state after its report: the proposal's ActionInfo and the
+    report's figures, made into one ActionInfo only when an operator is sent it
+    (a snapshot, or a coalesced flush). Copying the model at every report was
+    ~5 % of the serve process's own work per action (``bench/serve_path.py``),
+    and a hub spends much of its life with no console attached."""
+
+    info: ActionInfo
+    state: ActionState
+    exit_code: int | None
+    duration_ms: int | None
+    output_tail: str
+
+    @property
+    def action_id(self) -> str:
+        return self.info.action.action_id
+
+    def action_info(self) -> ActionInfo:
+        return self.info.model_copy(
+            update={
+                "state": self.state,
+                "exit_code": self.exit_code,
+                "duration_ms": self.duration_ms,
+                "output_tail": self.output_tail,
+            }
+        )
+
+
+#: What the hub remembers of an action it announced.
+Announced = ActionInfo | FinishedAction
+
+
+def as_info(entry: Announced) -> ActionInfo:
+    return entry if isinstance(entry, ActionInfo) else entry.action_info()
+
+
 class Registry:
     def __init__(self) -> None:
         self.sessions: dict[str, LiveSession] = {}
@@ -95,7 +133,7 @@ class Registry:
         #: Actions being decided right now, and by whom: the first decision wins
         #: synchronously, before any await, so a second operator is told at once.
         self.deciding: dict[str, str] = {}
-        self.recent: deque[ActionInfo] = deque(maxlen=RECENT_ACTIONS)
+        self.recent: deque[Announced] = deque(maxlen=RECENT_ACTIONS)
         self.live: dict[str, LiveAction] = {}
         self.policies: dict[str, tuple[int, EnvPolicy]] = {}
         self.frozen: set[str] = set()
@@ -120,8 +158,13 @@ class Registry:
     def sessions_in(self, env: str) -> list[LiveSession]:
         return [s for s in self.sessions.values() if s.env == env]
 
-    def remember(self, info: ActionInfo) -> None:
-        self.recent.append(info)
+    def remember(self, entry: Announced) -> None:
+        self.recent.append(entry)
+
+    def recent_infos(self, n: int) -> tuple[ActionInfo, ...]:
+        """The last ``n`` announcements, oldest first, as operators are sent them."""
+        entries = list(self.recent)[-n:] if n > 0 else []
+        return tuple(as_info(e) for e in entries)
 
     def track(self, info: ActionInfo, state: str) -> LiveAction:
         live = self.live[info.action.action_id] = LiveAction(info, state)

@@ -27,7 +27,6 @@ from agent_shim.operator_messages import MAX_ACTIVITY_ENTRIES
 from agent_shim.policy import EnvPolicy
 from agent_shim.protocol import (
     ActionEvent,
-    ActionInfo,
     ActivityEvent,
     Alert,
     SessionEvent,
@@ -39,7 +38,15 @@ from towerctl.hub.control import SessionControl
 from towerctl.hub.decisions import EXPIRY_RETRY_MS, Decisions
 from towerctl.hub.fanout import Fanout
 from towerctl.hub.outcomes import ActionOutcomes
-from towerctl.hub.registry import LIVE_LIMIT, LiveSession, PendingAction, Registry
+from towerctl.hub.registry import (
+    LIVE_LIMIT,
+    Announced,
+    FinishedAction,
+    LiveSession,
+    PendingAction,
+    Registry,
+    as_info,
+)
 from towerctl.hub.service_base import Refused, _row_to_info, log, now_ms
 from towerctl.store import Store
 
@@ -87,7 +94,7 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         self.agent_messages = 0
         self._dirty_sessions: set[str] = set()
         #: Routine action events not yet sent, by action id (latest state only).
-        self._held_actions: dict[str, ActionInfo] = {}
+        self._held_actions: dict[str, Announced] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ start-up
@@ -131,7 +138,7 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         return Snapshot(
             sessions=tuple(s.info(s.rate.rate(now)) for s in self.reg.sessions.values()),
             pending=tuple(sorted((p.info for p in self.reg.pending.values()), key=lambda i: i.created_at)),
-            recent=tuple(self.reg.recent)[-200:],
+            recent=self.reg.recent_infos(200),
             policies=self.reg.policy_infos(),
             frozen=tuple(sorted(self.reg.frozen)),
             operators=self.fanout.names(),
@@ -166,31 +173,32 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
     def _flush(self) -> None:
         self._flush_handle = None
         held, self._held_actions = self._held_actions, {}
-        for info in held.values():
-            self.fanout.send(encode(ActionEvent(action=info)))
+        for entry in held.values():
+            self.fanout.send(encode(ActionEvent(action=as_info(entry))))
         dirty, self._dirty_sessions = self._dirty_sessions, set()
         live = [s for sid in dirty if (s := self.reg.sessions.get(sid)) is not None]
         if live:
             now = time.monotonic()
             self.fanout.send_activity(lambda: _activity(live, now), lambda: _session_events(live, now))
 
-    def _announce_action(self, info: ActionInfo, *, routine: bool = False) -> None:
+    def _announce_action(self, entry: Announced, *, routine: bool = False) -> None:
         """``routine``: held for the next flush, replaced by a later state of the
         same action, so a command that runs and finishes within
         SESSION_COALESCE_S costs operators one event, not two (measured at
         1,000 actions/s: a third of the events, and of the console's CPU for
         them). An event that is not routine goes out at once, and drops a held
         one for its action: operators never get an older state after a newer."""
-        self.reg.remember(info)
+        self.reg.remember(entry)
+        action_id = entry.action_id if isinstance(entry, FinishedAction) else entry.action.action_id
         if routine and self.fanout.operators:
-            self._held_actions[info.action.action_id] = info
+            self._held_actions[action_id] = entry
             self._arm_flush()
             return
         # Dropped even with nobody connected: an operator who connects before
         # the flush gets the newer state in its snapshot, never the older after.
-        self._held_actions.pop(info.action.action_id, None)
+        self._held_actions.pop(action_id, None)
         if self.fanout.operators:
-            self.fanout.send(encode(ActionEvent(action=info)))
+            self.fanout.send(encode(ActionEvent(action=as_info(entry))))
 
     def alert(
         self, level: Literal["info", "warning", "critical"], message: str, session_id: str | None = None

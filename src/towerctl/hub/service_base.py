@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from agent_shim.protocol import ActionInfo
-from towerctl.hub.registry import LiveSession
+from towerctl.hub.registry import Announced, LiveSession
 
 if TYPE_CHECKING:
     from abc import abstractmethod
@@ -92,7 +92,7 @@ class ServiceBase:
         def _touch_session(self, sess: LiveSession) -> None: ...
 
         @abstractmethod
-        def _announce_action(self, info: ActionInfo, *, routine: bool = False) -> None: ...
+        def _announce_action(self, entry: Announced, *, routine: bool = False) -> None: ...
 
         @abstractmethod
         def alert(
