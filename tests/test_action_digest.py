@@ -6,9 +6,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_shim.agent_messages import body_digest
+from agent_shim.agent_messages import body_digest, body_text_and_digest
 from agent_shim.canonical import ACTION_DIGEST_TAG, tagged_digest
 from agent_shim.protocol import Action
+from towerctl.store.ops import to_json
 
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=200)
 
@@ -46,5 +47,7 @@ def test_fast_digest_equals_the_canonical_one(
     )
     assert a.digest() == tagged_digest(ACTION_DIGEST_TAG, a.model_dump(mode="json"))
     assert body_digest(a.model_dump(mode="json")) == a.digest()
+    # The hub stores the very text it digested: what the writer would have encoded.
+    assert body_text_and_digest(a.model_dump(mode="json")) == (to_json(a.model_dump(mode="json")), a.digest())
     # Any change to any field changes the digest.
     assert a.model_copy(update={"command": command + " "}).digest() != a.digest()

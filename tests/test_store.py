@@ -36,6 +36,7 @@ from towerctl.store import (
     StoreError,
     TokenRow,
 )
+from towerctl.store.ops import to_json
 from towerctl.store.schema import MIGRATIONS, apply_migration, migrate, user_version
 from towerctl.store.tx import Tx
 
@@ -516,6 +517,27 @@ async def test_second_decision_raises_already_decided(store: Store) -> None:
         await store.action_decided(decision(operator="carol"), new_state="approved", ts_ms=T0 + 2)
     assert exc.value.existing.operator == "alice"
     assert events(await store.audit_rows(action_id="a-1")).count("action.approved") == 1
+
+
+async def test_a_body_already_encoded_is_stored_as_the_writer_would_encode_it(
+    tmp_path: Path, key: Path
+) -> None:
+    """``ActionRow.body_json`` (the hub's text from the digest) gives the same
+    row and the same audit record as the writer encoding ``body`` itself."""
+    stored = []
+    given = dataclasses.replace(action(), body_json=to_json(action().body))
+    for name, row in (("plain", action()), ("given", given)):
+        s = await Store.open(tmp_path / f"{name}.db", key_path=key)
+        try:
+            await s.session_started(session(), resumed=False, ts_ms=T0)
+            await s.action_proposed(row, actor="agent:a", ts_ms=T0)
+            got = await s.action("a-1")
+            rows = await s.audit_rows(limit=100)
+            stored.append((got, [(r.event, r.body, r.hash) for r in rows if r.action_id == "a-1"]))
+        finally:
+            await s.close()
+    assert stored[0] == stored[1]
+    assert stored[0][0] is not None and stored[0][0].body == action().body
 
 
 async def test_proposal_resend_is_idempotent_and_id_reuse_is_refused(store: Store) -> None:

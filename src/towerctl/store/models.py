@@ -84,6 +84,10 @@ class ActionRow:
     created_at: int
     updated_at: int
     expires_at: int | None = None
+    #: ``body``'s canonical JSON when the writer of the row already has it (the
+    #: hub makes it for the digest): stored as it is instead of encoded again,
+    #: ~1.5 us of the writer's time per action. Never set on rows read back.
+    body_json: str | None = None
 
 
 @_pickles_as_tuple

@@ -65,7 +65,7 @@ def action_proposed(
             return state
         raise InvalidTransition(f"only an allowed action can start at once, not a {row.state} one")
     # Each JSON value is encoded once, for the row's column and the record.
-    body = to_json(row.body)
+    body = row.body_json if row.body_json is not None else to_json(row.body)
     reasons = to_json(list(row.reasons))
     rule = "null" if row.rule is None else to_json(row.rule)
     try:
