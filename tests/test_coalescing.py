@@ -91,6 +91,25 @@ async def test_a_lazy_write_alone_is_committed_within_its_bound(store: Store) ->
     assert "action.succeeded" in await audit_events(store, "a-1")
 
 
+async def test_the_hold_timer_outlives_an_eager_take_and_still_bounds_the_next_hold(store: Store) -> None:
+    """Under a fleet each report is held and the next proposal takes it at once:
+    the timer armed for the first is not cancelled and re-armed for every one,
+    and a job held after such a take is still committed by it, with nothing
+    else written."""
+    writer = store._writer
+    await store.action_proposed(action("a-1"), actor="agent:a", ts_ms=T0 + 1, started=True)
+    first = store.queue_action_finished(outcome("a-1"), actor="agent:a", ts_ms=T0 + 2, lazy=True)
+    timer = writer._held_timer
+    assert timer is not None
+    await store.action_proposed(action("a-2"), actor="agent:a", ts_ms=T0 + 3, started=True)
+    assert first.done() and first.exception() is None
+    second = store.queue_action_finished(outcome("a-2"), actor="agent:a", ts_ms=T0 + 4, lazy=True)
+    assert writer._held_timer is timer  # the same timer, still armed
+    await asyncio.wait_for(second, 5)  # fired by it: LAZY_FLUSH_S after the first hold at most
+    assert writer._held_timer is None
+    assert "action.succeeded" in await audit_events(store, "a-2")
+
+
 async def test_close_commits_held_lazy_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer_mod, "LAZY_FLUSH_S", 60.0)
     db, key = tmp_path / "t.db", tmp_path / "k.key"
