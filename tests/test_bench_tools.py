@@ -3,6 +3,8 @@ themselves belong to the benchmarks, not to tests)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,17 @@ def test_writer_bench_runs_on_the_current_store_with_and_without_extra_sql() -> 
     index = "CREATE INDEX bench_extra ON audit (actor, seq)"
     us, kib = run(sessions=20, batch=10, sync="NORMAL", sql=[index], prefill=2)
     assert us > 0 and kib >= 0
+
+
+def test_serve_path_times_only_actions_the_hub_recorded_with_their_outcome() -> None:
+    """In its own process: it tunes and freezes the collector as ``serve`` does."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "serve_path.py"
+    args = ["--agents", "5", "--actions", "50", "--rounds", "2"]
+    out = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["actions"] == 100 == result["recorded_with_outcome"]
+    assert result["serve_us_median"] > 0 and result["writer_us_median"] > 0
 
 
 def test_the_load_stamps_messages_the_hub_accepts_with_the_real_digest() -> None:
