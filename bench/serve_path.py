@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,9 +52,8 @@ async def open_sessions(hub: Hub, n: int) -> list[LiveSession]:
     now = time.time_ns() // 1_000_000
     out = []
     for i in range(n):
-        sid = f"s-bench-{i:06d}"
-        row = SessionRow(
-            session_id=sid,
+        sess = LiveSession(
+            session_id=f"s-bench-{i:06d}",
             agent=f"load-{i:04d}",
             env="dev",
             host="bench",
@@ -61,21 +61,11 @@ async def open_sessions(hub: Hub, n: int) -> list[LiveSession]:
             status="active",
             started_at=now,
             last_seen=now,
-            ended_at=None,
         )
-        await hub.store.session_started(row, resumed=False, ts_ms=now)
-        sess = LiveSession(
-            session_id=sid,
-            agent=row.agent,
-            env="dev",
-            host="bench",
-            pid=None,
-            status="active",
-            started_at=now,
-            last_seen=now,
-        )
+        same = {f.name: getattr(sess, f.name) for f in fields(SessionRow) if f.name != "ended_at"}
+        await hub.store.session_started(SessionRow(**same, ended_at=None), resumed=False, ts_ms=now)
         sess.rate = RateWindow(hub.service.reg.policy("dev")[1].max_actions_per_minute)
-        hub.service.reg.sessions[sid] = sess
+        hub.service.reg.sessions[sess.session_id] = sess
         out.append(sess)
     return out
 

@@ -183,20 +183,27 @@ async def test_an_agents_report_rides_with_its_next_proposal(
         assert row is not None and row.state == "succeeded"
 
 
-async def test_an_allowed_action_reaches_operators_as_one_event(
-    tower: Tower, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(hub_service, "SESSION_COALESCE_S", 1.0)  # room for the shim to finish first
+async def run_watched(tower: Tower, command: str, final: str) -> tuple[str, list[Any]]:
+    """Run ``command`` through a shim while an operator watches: the action's id
+    and every message the operator got until the action reached ``final``."""
     seen: list[Any] = []
     agent = Shim(tower.url, tower.tokens["agent"], agent="a1", env="dev")
     async with tower.operator("viewer") as op, agent as shim:
         reader = asyncio.create_task(collect(op, seen))
         await wait_for(lambda: len(tower.hub.service.fanout.operators) == 1)  # type: ignore[union-attr]
-        result = await shim.run_shell("echo hi")
+        result = await shim.run_shell(command)
         aid = result.action.action_id
-        await wait_for(lambda: "succeeded" in events_for(seen, aid))
-        assert events_for(seen, aid) == ["succeeded"]
+        await wait_for(lambda: final in events_for(seen, aid))
         reader.cancel()
+    return aid, seen
+
+
+async def test_an_allowed_action_reaches_operators_as_one_event(
+    tower: Tower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_service, "SESSION_COALESCE_S", 1.0)  # room for the shim to finish first
+    aid, seen = await run_watched(tower, "echo hi", "succeeded")
+    assert events_for(seen, aid) == ["succeeded"]
 
 
 async def test_a_finished_action_reaches_operators_with_its_outcome(
@@ -206,16 +213,8 @@ async def test_a_finished_action_reaches_operators_with_its_outcome(
     operators' ActionInfo only when sent: in the flushed event and in the
     snapshot of a console that connects later, with the same outcome."""
     monkeypatch.setattr(hub_service, "SESSION_COALESCE_S", 1.0)
-    seen: list[Any] = []
-    agent = Shim(tower.url, tower.tokens["agent"], agent="a1", env="dev")
-    async with tower.operator("viewer") as op, agent as shim:
-        reader = asyncio.create_task(collect(op, seen))
-        await wait_for(lambda: len(tower.hub.service.fanout.operators) == 1)  # type: ignore[union-attr]
-        failed = await shim.run_shell("echo out; exit 3")
-        aid = failed.action.action_id
-        await wait_for(lambda: "failed" in events_for(seen, aid))
-        reader.cancel()
-        (sent,) = [e.action for e in seen if isinstance(e, ActionEvent) and e.action.action.action_id == aid]
+    aid, seen = await run_watched(tower, "echo out; exit 3", "failed")
+    (sent,) = [e.action for e in seen if isinstance(e, ActionEvent) and e.action.action.action_id == aid]
     assert (sent.state, sent.exit_code) == ("failed", 3)
     assert "out" in sent.output_tail and sent.duration_ms is not None
     async with tower.operator("viewer") as late:  # connect() returns once its snapshot is in
