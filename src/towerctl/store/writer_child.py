@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from towerctl.store.applier import Applier
 from towerctl.store.models import StoreError
-from towerctl.store.tx import Tx
+from towerctl.store.op_wire import from_wire
 from towerctl.store.writer import MAX_BATCH
 
 HEADER: Final = struct.Struct("!I")
@@ -95,10 +95,11 @@ def _read_group(sock: socket.socket) -> tuple[list[tuple[str, Any]], bool]:
     return group, False
 
 
-def _apply_batches(applier: Applier, batches: list[list[Callable[[Tx], object]]]) -> list[tuple[str, object]]:
-    """One transaction for all of ``batches``; one reply per batch, in order."""
+def _apply_batches(applier: Applier, batches: list[list[object]]) -> list[tuple[str, object]]:
+    """One transaction for all of ``batches`` (operations as ``op_wire`` sent
+    them); one reply per batch, in order."""
     try:
-        results = applier.apply([op for ops in batches for op in ops])
+        results = applier.apply([from_wire(op) for ops in batches for op in ops])
     except BaseException as exc:
         return [("fail", _portable(exc))] * len(batches)
     replies: list[tuple[str, object]] = []

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from towerctl.audit.signing import load_or_create_key
 from towerctl.store.applier import Applier
 from towerctl.store.models import StoreError
+from towerctl.store.op_wire import to_wire
 from towerctl.store.tx import Tx
 from towerctl.store.writer import Writer, _fail, _Job
 from towerctl.store.writer_child import CHECKPOINTED, HEADER, run_child
@@ -196,7 +197,7 @@ class ProcessWriter(Writer):
                     ops = [j for j in batch if not isinstance(j.op, _ConnCall)]
                     if ops:
                         self._count(ops)
-                        await self._send("batch", [j.op for j in ops], ops)
+                        await self._send("batch", [to_wire(j.op) for j in ops], ops)
                     for j in conn_calls:
                         await self._send("conn", cast(_ConnCall, j.op).fn, [j])
                     batch = []
