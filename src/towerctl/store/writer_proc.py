@@ -13,7 +13,8 @@ the parent queues operations and sends each batch down a socket pair; the
 child applies it as one transaction and answers with one result per
 operation only after COMMIT. Operations must therefore be picklable
 (``functools.partial`` over the functions in :mod:`towerctl.store.ops`,
-never a lambda).
+never a lambda); the two of every action cross as plain tuples
+(:mod:`towerctl.store.op_wire`).
 
 Failure is closed: if the child dies, every caller waiting on it and every
 later write gets a StoreError, and the hub refuses everything (it never
