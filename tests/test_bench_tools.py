@@ -31,7 +31,8 @@ def test_serve_path_times_only_actions_the_hub_recorded_with_their_outcome() -> 
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["actions"] == 100 == result["recorded_with_outcome"]
-    assert result["serve_us_median"] > 0 and result["writer_us_median"] > 0
+    # The writer's CPU comes from /proc in clock ticks (10 ms): 100 actions may read 0.
+    assert result["serve_us_median"] > 0 and result["writer_us_median"] >= 0
 
 
 def test_the_load_stamps_messages_the_hub_accepts_with_the_real_digest() -> None:
