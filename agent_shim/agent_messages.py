@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json, canonical_json_unchecked, canonical_text
+from agent_shim.canonical import ACTION_DIGEST_TAG, canonical_json, canonical_text
 from agent_shim.policy import EnvPolicy, Rule
 from agent_shim.protocol_fields import (
     _STRICT,
@@ -65,13 +65,13 @@ class Action(BaseModel):
 def body_digest(body: Mapping[str, object]) -> str:
     """:meth:`Action.digest` of the action whose ``model_dump(mode="json")`` is
     ``body``: for a caller that needs the dump anyway."""
-    return hashlib.sha256(ACTION_DIGEST_TAG + canonical_json_unchecked(body)).hexdigest()
+    return body_text_and_digest(body)[1]
 
 
 def body_text_and_digest(body: Mapping[str, object]) -> tuple[str, str]:
-    """The canonical JSON text of ``body`` and :func:`body_digest` of it, made
-    once: the hub stores that text (row and audit record) as well as checking
-    the digest."""
+    """The canonical JSON text of ``body`` (unchecked: see :meth:`Action.digest`)
+    and the action digest over it, made once: the hub stores that text (row and
+    audit record) as well as checking the digest."""
     text = canonical_text(body, checked=False)
     return text, hashlib.sha256(ACTION_DIGEST_TAG + text.encode("utf-8")).hexdigest()
 

@@ -92,20 +92,15 @@ def canonical_json(value: Any) -> bytes:
 
 def canonical_text(value: Any, *, checked: bool = True) -> str:
     """:func:`canonical_json` before its UTF-8 encoding, for a caller that
-    puts it inside a larger canonical text. ``checked=False`` skips the walk
-    (see :func:`canonical_json_unchecked`)."""
+    puts it inside a larger canonical text. ``checked=False`` skips the walk,
+    for a value whose type already rules out floats and non-string keys (a
+    strict model of strings, dumped): the walk would only look for what it
+    cannot hold, and that runs per action."""
     if checked:
         _check(value)
     if _C_ENCODE is None:
         return _ENCODER.encode(value)
     return "".join(_C_ENCODE(value, 0))
-
-
-def canonical_json_unchecked(value: Mapping[str, object]) -> bytes:
-    """:func:`canonical_json` without the walk, for a value whose type already
-    rules out floats and non-string keys (a strict model of strings, dumped):
-    the walk would only look for what it cannot hold, and this runs per action."""
-    return canonical_text(value, checked=False).encode("utf-8")
 
 
 #: How the canonical encoder writes a string (its ``ensure_ascii=False``

@@ -94,8 +94,8 @@ class FinishedAction:
     """An action's state after its report: the proposal's ActionInfo and the
     report's figures, made into one ActionInfo only when an operator is sent it
     (a snapshot, or a coalesced flush). Copying the model at every report was
-    ~5 % of the serve process's own work per action (``bench/serve_path.py``),
-    and a hub spends much of its life with no console attached."""
+    ~2.5 % of the serve process under cProfile, and a hub spends much of its
+    life with no console attached."""
 
     info: ActionInfo
     state: ActionState
