@@ -372,10 +372,15 @@ def test_records_assembled_field_by_field_are_the_canonical_encoding_of_the_dict
 
 
 def test_proposed_data_spliced_from_column_json_is_the_canonical_encoding() -> None:
+    from towerctl.store import ops
     from towerctl.store.ops import proposed_data, to_json
 
     body = {"action_id": "a-1", "kind": "shell", "command": ODD, "declared_risk": None, "cwd": ""}
-    for reasons, rule in (((), None), ((ODD, "x"), {"match": ODD, "verdict": "ask", "kind": "*"})):
+    cases = (
+        ((), None, None, ["allowed", "running"]),
+        ((ODD, "x"), {"match": ODD, "verdict": "ask", "kind": "*"}, 1_700_000_000_000, ["pending"]),
+    )
+    for reasons, rule, expires_at, states in cases:
         data = {
             "body": body,
             "digest": "d" * 64,
@@ -383,11 +388,23 @@ def test_proposed_data_spliced_from_column_json_is_the_canonical_encoding() -> N
             "reasons": list(reasons),
             "policy_verdict": "ask",
             "rule": rule,
+            "expires_at": expires_at,
+            "states": states,
         }
         spliced = proposed_data(
-            to_json(body), "d" * 64, "ask", to_json(list(reasons)), "destructive", to_json(rule)
+            to_json(body),
+            "d" * 64,
+            "ask",
+            to_json(list(reasons)),
+            "destructive",
+            to_json(rule),
+            expires_at=expires_at,
+            states=to_json(states),
         )
         assert spliced.encode("utf-8") == canonical_json(data)
+    # The states' JSON that action_proposed passes is made once, at import.
+    assert to_json(["allowed", "running"]) == ops._STARTED
+    assert {s: to_json([s]) for s in ops.INITIAL_STATES} == ops._STATES
 
 
 @pytest.mark.parametrize("bad", [{"event": 1}, {"actor": None}, {"session_id": 5}, {"action_id": b"a"}])

@@ -304,11 +304,19 @@ async def test_kill9_during_a_burst_loses_and_duplicates_nothing(tmp_path: Path,
 
     await wait_until(all_recorded, 30)
     await hubs[1].stop()
-    # Every action the agents ran has its records: proposed, running, succeeded.
-    events = Counter(query(db, "SELECT action_id, event FROM audit WHERE action_id IS NOT NULL"))
+    # Every action the agents ran has its records, once each: its proposal,
+    # which says it was allowed and started, and its outcome.
+    events = Counter(
+        query(
+            db,
+            "SELECT action_id, event, body ->> '$.data.states' FROM audit WHERE action_id IS NOT NULL",
+        )
+    )
     for action_id in done:
-        for event in ("action.proposed", "action.running", "action.succeeded"):
-            assert events[(action_id, event)] == 1, (action_id, event, events[(action_id, event)])
+        for event, states in (("action.proposed", '["allowed","running"]'), ("action.succeeded", None)):
+            got = events[(action_id, event, states)]
+            assert got == 1, (action_id, event, got)
+    assert sum(events.values()) == 2 * len(done)
     check_invariants(db)
     await audit_verify_passes(home)
     stored = {r[0] for r in query(db, "SELECT action_id FROM actions")}

@@ -13,6 +13,7 @@ chain verifies with the hub key.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -288,19 +289,26 @@ class Lifecycle(RuleBasedStateMachine):
     def states_follow_the_table(self) -> None:
         for (state,) in self.conn.execute("SELECT state FROM actions"):
             assert state in TRANSITIONS
-        # every recorded transition of each action is legal
+        # every recorded transition of each action is legal (a proposal's
+        # record names each state it moved the action through), and the log
+        # ends each action in the state its row is in
         rows = self.conn.execute(
-            "SELECT action_id, event FROM audit WHERE action_id IS NOT NULL ORDER BY seq"
+            "SELECT action_id, event, body ->> '$.data.states' FROM audit"
+            " WHERE action_id IS NOT NULL ORDER BY seq"
         ).fetchall()
         last: dict[str, str] = {}
-        for action_id, event in rows:
+        for action_id, event, states in rows:
             new = event.split(".", 1)[1]
             if new == "proposed":
                 last[action_id] = "proposed"
-                continue
-            if new in TRANSITIONS:
-                assert can_transition(last[action_id], new), (action_id, last[action_id], new)
-                last[action_id] = new
+                steps = json.loads(states)
+                assert steps, (action_id, "a proposal's record names the state it left the action in")
+            else:
+                steps = [new] if new in TRANSITIONS else []
+            for step in steps:
+                assert can_transition(last[action_id], step), (action_id, last[action_id], step)
+                last[action_id] = step
+        assert dict(self.conn.execute("SELECT action_id, state FROM actions").fetchall()) == last
 
     @invariant()
     def audit_chain_verifies(self) -> None:

@@ -183,6 +183,14 @@ def _old_database(db: Path, key: Path, version: int) -> list[tuple[object, ...]]
         ops.action_proposed(tx, action(), actor="agent:claude", ts_ms=T0 + 1)
         done = action("a-2", state="allowed", verdict="allow")
         ops.action_proposed(tx, done, actor="agent:claude", ts_ms=T0 + 1, started=True)
+        # Before 2026-11-29 every transition of a proposal had a record of its
+        # own: a log holding both forms must still verify.
+        for aid, event, data in (
+            ("a-1", "action.pending", {"digest": DIGEST, "policy_verdict": "ask", "expires_at": None}),
+            ("a-2", "action.allowed", {"digest": DIGEST, "policy_verdict": "allow", "expires_at": None}),
+            ("a-2", "action.running", {"from": "allowed"}),
+        ):
+            tx.audit(event, actor="agent:claude", ts_ms=T0 + 1, session_id="s-1", action_id=aid, data=data)
         if version < 3:
             conn.execute(
                 "INSERT INTO outcomes (action_id, status, exit_code, duration_ms, output_digest, output_tail,"
@@ -229,6 +237,12 @@ async def test_an_older_log_upgrades_with_its_records_hashes_and_outcomes_intact
     s = await Store.open(db, key_path=key)
     try:
         assert events(await s.audit_rows(action_id="a-1")) == ["action.proposed", "action.pending"]
+        assert events(await s.audit_rows(action_id="a-2")) == [
+            "action.proposed",
+            "action.allowed",
+            "action.running",
+            "action.failed",
+        ]
         assert await s.outcome("a-2") == OutcomeRow("a-2", "failed", 3, 40, None, "boom", T0 + 2)
         assert await s.outcome("a-1") is None
         await s.action_decided(decision(), new_state="approved", ts_ms=T0 + 3)
@@ -408,17 +422,13 @@ async def test_propose_decide_run_finish_round_trip(store: Store) -> None:
     assert await store.actions(states={"pending"}) == []
 
     rows = await store.audit_rows(action_id="a-1")
-    assert events(rows) == [
-        "action.proposed",
-        "action.pending",
-        "action.approved",
-        "action.running",
-        "action.succeeded",
-    ]
-    assert [r.actor for r in rows] == ["agent:claude"] * 2 + ["alice"] + ["agent:claude"] * 2
+    assert events(rows) == ["action.proposed", "action.approved", "action.running", "action.succeeded"]
+    assert [r.actor for r in rows] == ["agent:claude", "alice", "agent:claude", "agent:claude"]
     assert rows[0].data["body"] == action().body and rows[0].data["digest"] == DIGEST
-    assert rows[2].data["operator"] == "alice" and rows[2].data["digest"] == DIGEST
-    assert rows[4].data["exit_code"] == 0
+    assert (rows[0].data["states"], rows[0].data["policy_verdict"]) == (["pending"], "ask")
+    assert rows[0].data["expires_at"] == action().expires_at
+    assert rows[1].data["operator"] == "alice" and rows[1].data["digest"] == DIGEST
+    assert rows[3].data["exit_code"] == 0
     assert events(await store.audit_rows(session_id="s-1"))[0] == "session.started"
     assert events(await store.audit_rows(actor="alice")) == ["action.approved"]
     assert [r.seq for r in await store.audit_rows(since_seq=3, limit=2)] == [4, 5]
@@ -441,10 +451,11 @@ async def test_the_per_action_records_are_canonical_without_the_walk(store: Stor
     outcome = OutcomeRow("a-odd", "failed", 3, 12, None, odd, T0 + 2)
     await store.action_finished(outcome, actor="agent:claude", ts_ms=T0 + 2)
     rows = await store.audit_rows(action_id="a-odd")
-    assert events(rows) == ["action.proposed", "action.allowed", "action.running", "action.failed"]
+    assert events(rows) == ["action.proposed", "action.failed"]
     for r in rows:
         assert canonical_json(json.loads(r.body)) == r.body.encode("utf-8")
-    assert rows[0].data["body"] == row.body and rows[3].data["output_tail"] == odd
+    assert rows[0].data["body"] == row.body and rows[0].data["states"] == ["allowed", "running"]
+    assert rows[1].data["output_tail"] == odd
     assert (await store.verify()).ok
 
 
@@ -476,7 +487,7 @@ async def test_an_outcome_with_the_hubs_belief_records_the_truth(
     for again in (expect, ("s-1", "running"), None):
         with pytest.raises(InvalidTransition):
             await store.action_finished(outcome, actor="agent:claude", ts_ms=T0 + 3, expect=again)
-    assert len(await store.audit_rows(action_id="a-1")) == 4
+    assert len(await store.audit_rows(action_id="a-1")) == 2
     assert (await store.verify()).ok
 
 
@@ -544,7 +555,7 @@ async def test_proposal_resend_is_idempotent_and_id_reuse_is_refused(store: Stor
     await store.session_started(session(), resumed=False, ts_ms=T0)
     await store.action_proposed(action(), actor="agent:claude", ts_ms=T0)
     await store.action_proposed(action(), actor="agent:claude", ts_ms=T0 + 5)
-    assert len(await store.audit_rows(action_id="a-1")) == 2
+    assert len(await store.audit_rows(action_id="a-1")) == 1
     with pytest.raises(StoreError, match="different action"):
         await store.action_proposed(action(digest="e" * 64), actor="agent:claude", ts_ms=T0)
 
@@ -769,9 +780,9 @@ async def test_200_concurrent_writers_are_group_committed(store: Store) -> None:
     assert store.write_stats.batches - batches < 20  # not one commit each
     assert len(await store.actions(limit=1000)) == 200
     rows = await store.audit_rows(limit=10_000)
-    assert [r.seq for r in rows] == list(range(1, 402))
+    assert [r.seq for r in rows] == list(range(1, 202))
     result = await store.verify()
-    assert result.ok and result.records == 401
+    assert result.ok and result.records == 201
 
 
 async def test_failing_op_does_not_sink_its_batch(store: Store) -> None:
@@ -790,7 +801,7 @@ async def test_failing_op_does_not_sink_its_batch(store: Store) -> None:
     assert isinstance(results[1], NotFound)
     assert isinstance(results[3], StoreError)
     assert {a.action_id for a in await store.actions()} == {"a-1", "a-3"}
-    assert len(await store.audit_rows()) == 1 + 2 + 1 + 2
+    assert len(await store.audit_rows()) == 1 + 1 + 1 + 1
     assert (await store.verify()).ok
 
 

@@ -23,6 +23,7 @@ import towerctl.tui.audit_watch as audit_watch
 from agent_shim import Action, ActionDenied, Shim, new_action_id
 from towerctl.tokens import create_token
 from towerctl.tui.app import TowerApp
+from towerctl.tui.audit_reader import record_detail
 from towerctl.tui.screens.audit import AuditScreen
 from towerctl.tui.widgets.audit_tables import ActionsTable, RecordsTable
 from towerctl.tui.widgets.status_bar import StatusBar
@@ -32,6 +33,25 @@ from .conftest import Tower, wait_for
 SIZE = (120, 40)
 #: "✓ intact (135)", or while the newest records wait for verification "✓ intact to #120 of 135".
 _COUNT = re.compile(r"audit: ✓ intact (?:\((?P<all>\d+)\)|to #(?P<verified>\d+) of (?P<count>\d+))")
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (
+            {"states": ["allowed", "running"], "body": {}},
+            '→ allowed → running · {"body":{},"states":["allowed","running"]}',
+        ),
+        ({"states": ["pending"]}, '→ pending · {"states":["pending"]}'),
+        ({"from": "running", "exit_code": 0}, '{"exit_code":0,"from":"running"}'),
+        ({"states": []}, '{"states":[]}'),
+        ({"states": ["x", 1]}, '{"states":["x",1]}'),
+        ({"states": "running"}, '{"states":"running"}'),
+        ("not json at all", "not json at all"),
+    ],
+)
+def test_a_proposals_record_shows_where_it_left_the_action_first(data: object, shown: str) -> None:
+    assert record_detail(data) == shown
 
 
 def records_in(db: Path) -> int:
@@ -95,9 +115,9 @@ async def test_the_header_audit_count_follows_the_log_on_every_view(
         shown = await header_follows(app, tower.db, at_least=1)
 
         for round_ in range(3):
-            approved = await shim.run_shell(f"echo {round_}")  # allowed in dev: proposed, ran, reported
+            approved = await shim.run_shell(f"echo {round_}")  # allowed in dev: proposed (and ran), reported
             await wait_for(lambda a=approved: app.state.actions.get(a.action.action_id) is not None)
-            shown = await header_follows(app, tower.db, at_least=shown + 3)
+            shown = await header_follows(app, tower.db, at_least=shown + 2)
 
         # A token created outside the hub's event stream (as `towerctl token create` does).
         assert tower.hub.store is not None

@@ -52,6 +52,19 @@ class AuditReading:
     records: list[AuditRecord]
 
 
+def record_detail(data: object) -> str:
+    """The detail column's text for a record's data.
+
+    A proposal's record says in ``states`` where the proposal left its action
+    (``allowed → running``, ``pending``, ``denied``); sorted JSON would put that
+    last, past what the column shows, so it comes first."""
+    text = data if isinstance(data, str) else json.dumps(data, sort_keys=True, separators=(",", ":"))
+    states = data.get("states") if isinstance(data, dict) else None
+    if isinstance(states, list) and states and all(isinstance(s, str) for s in states):
+        return "→ " + " → ".join(states) + " · " + text
+    return text
+
+
 def read_audit_count(db_path: Path) -> int | None:
     """How many records the log holds now, or None when it cannot be read.
 
@@ -75,9 +88,6 @@ def read_audit(db_path: Path, key_path: Path | None) -> AuditReading:
         result = verify_database(db_path, key_path)
         records: deque[AuditRecord] = deque(maxlen=MAX_RECORDS)
         for rec in export_audit(db_path):
-            data = rec.get("data", rec.get("body_raw", ""))
-            if not isinstance(data, str):
-                data = json.dumps(data, sort_keys=True, separators=(",", ":"))
             records.append(
                 AuditRecord(
                     seq=_int(rec.get("seq")),
@@ -86,7 +96,7 @@ def read_audit(db_path: Path, key_path: Path | None) -> AuditReading:
                     actor=_text(rec.get("actor")),
                     session_id=_text(rec.get("session_id")),
                     action_id=_text(rec.get("action_id")),
-                    detail=data,
+                    detail=record_detail(rec.get("data", rec.get("body_raw", ""))),
                 )
             )
     except AuditReadError as exc:
