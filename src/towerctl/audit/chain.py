@@ -204,8 +204,8 @@ def record_text(
     data_json: str,
 ) -> str:
     """The canonical JSON of a record, assembled in sorted key order instead
-    of building and sorting a dict per record (the writer makes four per
-    action). Equal to ``canonical_text`` of the record's dict; a table test
+    of building and sorting a dict per record (the writer makes two per
+    allowed action). Equal to ``canonical_text`` of the record's dict; a table test
     holds it to that."""
     if type(event) is not str or type(actor) is not str:
         raise TypeError("event and actor must be strings")

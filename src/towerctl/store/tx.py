@@ -82,7 +82,7 @@ class Tx:
             self._deferred.append(params)
         self.head = ChainHead(seq, hash_)
 
-    # The writer's batches append four audit rows per allowed action; one
+    # The writer's batches append two audit rows per allowed action; one
     # executemany before COMMIT costs a fraction of a statement each. Nothing
     # reads the audit table inside a batch (the head is kept in memory), and
     # the rows still commit in the same transaction as what they record.
