@@ -158,6 +158,7 @@ class ProcessWriter(Writer):
             await self._reap(kill=True)
             raise
         self._accepting = True
+        self._loop = loop
         self._task = loop.create_task(self._run(), name="towerctl-store-writer")
 
     async def _release(self) -> None:
