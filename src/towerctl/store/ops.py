@@ -61,7 +61,7 @@ def action_proposed(
     name every state it moved the action through (``["allowed", "running"]``,
     ``["pending"]``, ``["denied"]``): those transitions are one operation at
     one instant by one actor, so a record each said nothing this one does not,
-    and cost a third of the writer's time per allowed action (docs/security.md)."""
+    and cost ~30 % of the writer's time per allowed action (docs/security.md)."""
     # Insert first and look only on a clash: a re-sent proposal is rare, and
     # a read before every insert was one statement in nine on this path.
     if started and row.state != "allowed":
