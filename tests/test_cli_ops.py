@@ -119,6 +119,11 @@ async def test_tokens_and_audit_commands(served: Served) -> None:
     code, out, err = await towerctl(served.home, "audit", "show", proposed["action_id"], "--db", db)
     assert code == 0, err
     assert "action.proposed" in out and "action.succeeded" in out
+    # The proposal's line says where it left the action, and what it was.
+    proposal_line = next(line for line in out.splitlines() if "action.proposed" in line)
+    assert proposal_line.endswith("→ allowed → running · true"), proposal_line
+    outcome_line = next(line for line in out.splitlines() if "action.succeeded" in line)
+    assert outcome_line.endswith("exit 0"), outcome_line
     # Its end names it too (what `pending` and the console show), matched literally.
     code, by_end, err = await towerctl(served.home, "audit", "show", proposed["action_id"][-12:], "--db", db)
     assert code == 0, err

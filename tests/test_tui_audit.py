@@ -23,7 +23,6 @@ import towerctl.tui.audit_watch as audit_watch
 from agent_shim import Action, ActionDenied, Shim, new_action_id
 from towerctl.tokens import create_token
 from towerctl.tui.app import TowerApp
-from towerctl.tui.audit_reader import record_detail
 from towerctl.tui.screens.audit import AuditScreen
 from towerctl.tui.widgets.audit_tables import ActionsTable, RecordsTable
 from towerctl.tui.widgets.status_bar import StatusBar
@@ -33,25 +32,6 @@ from .conftest import Tower, wait_for
 SIZE = (120, 40)
 #: "✓ intact (135)", or while the newest records wait for verification "✓ intact to #120 of 135".
 _COUNT = re.compile(r"audit: ✓ intact (?:\((?P<all>\d+)\)|to #(?P<verified>\d+) of (?P<count>\d+))")
-
-
-@pytest.mark.parametrize(
-    ("data", "shown"),
-    [
-        (
-            {"states": ["allowed", "running"], "body": {}},
-            '→ allowed → running · {"body":{},"states":["allowed","running"]}',
-        ),
-        ({"states": ["pending"]}, '→ pending · {"states":["pending"]}'),
-        ({"from": "running", "exit_code": 0}, '{"exit_code":0,"from":"running"}'),
-        ({"states": []}, '{"states":[]}'),
-        ({"states": ["x", 1]}, '{"states":["x",1]}'),
-        ({"states": "running"}, '{"states":"running"}'),
-        ("not json at all", "not json at all"),
-    ],
-)
-def test_a_proposals_record_shows_where_it_left_the_action_first(data: object, shown: str) -> None:
-    assert record_detail(data) == shown
 
 
 def records_in(db: Path) -> int:

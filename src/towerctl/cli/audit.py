@@ -172,11 +172,11 @@ def show(ident: str, db: str | None, as_json: bool) -> None:
     if as_json:
         emit_json([{**r, "body": json.loads(r["body"])} for r in records])
         return
+    from towerctl.audit.summary import record_gist
     from towerctl.textsafe import safe_text
 
     for r in records:
         body = json.loads(r["body"])
-        data = body.get("data", {})
-        detail = data.get("command") or data.get("reason") or data.get("operator") or ""
-        shown = safe_text(str(detail), single_line=True)[:70]
+        data = body.get("data", {}) if isinstance(body, dict) else {}
+        shown = safe_text(record_gist(data), single_line=True)[:90]
         click.echo(f"#{r['seq']:<6} {r['event']:<18} {r['actor']:<22} {shown}")

@@ -14,7 +14,6 @@ records (the audit view, and the header's verdict), which grows with the log.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import deque
 from contextlib import closing
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from towerctl.audit.summary import record_detail
 from towerctl.audit.verify import AuditReadError, export_audit, open_readonly, verify_database
 from towerctl.tui.state import AuditRecord
 
@@ -50,19 +50,6 @@ class AuditReading:
     short: str
     verified: int
     records: list[AuditRecord]
-
-
-def record_detail(data: object) -> str:
-    """The detail column's text for a record's data.
-
-    A proposal's record says in ``states`` where the proposal left its action
-    (``allowed → running``, ``pending``, ``denied``); sorted JSON would put that
-    last, past what the column shows, so it comes first."""
-    text = data if isinstance(data, str) else json.dumps(data, sort_keys=True, separators=(",", ":"))
-    states = data.get("states") if isinstance(data, dict) else None
-    if isinstance(states, list) and states and all(isinstance(s, str) for s in states):
-        return "→ " + " → ".join(states) + " · " + text
-    return text
 
 
 def read_audit_count(db_path: Path) -> int | None:

@@ -1,0 +1,48 @@
+"""A record's data in a few words, for people reading the log.
+
+``towerctl audit show`` prints one line per record and the console's audit
+view has one cell for it. A proposal's record holds the action inside
+``body`` and, in ``states``, where the proposal left it; sorted JSON puts
+both out of sight (``body`` is long, ``states`` comes last), so the words an
+operator looks for come first. Pure: the data is whatever the (untrusted)
+record holds, and anything unexpected is shown as it is, never raised on.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def proposal_states(data: object) -> list[str] | None:
+    """The states a proposal's record says it moved its action through, or
+    None when the data holds no such list (any other record, or an odd one)."""
+    states = data.get("states") if isinstance(data, dict) else None
+    if isinstance(states, list) and states and all(isinstance(s, str) for s in states):
+        return states
+    return None
+
+
+def states_prefix(data: object) -> str:
+    """``→ allowed → running · `` for a proposal's record, else nothing."""
+    states = proposal_states(data)
+    return "→ " + " → ".join(states) + " · " if states else ""
+
+
+def record_detail(data: object) -> str:
+    """The whole data, as compact sorted JSON, after the proposal's states."""
+    text = data if isinstance(data, str) else json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return states_prefix(data) + text
+
+
+def record_gist(data: object) -> str:
+    """What the record is about in a phrase: the proposal's states and command,
+    a record's own command or reason, who decided, or how it ended."""
+    if not isinstance(data, dict):
+        return ""
+    body = data.get("body")
+    command = body.get("command") if isinstance(body, dict) else None
+    gist = command or data.get("command") or data.get("reason") or data.get("operator") or ""
+    code = data.get("exit_code")
+    if not gist and type(code) is int:
+        gist = f"exit {code}"
+    return states_prefix(data) + str(gist)
