@@ -13,11 +13,12 @@ from towerctl.audit.summary import record_detail, record_gist
     ("data", "shown"),
     [
         (
-            {"states": ["allowed", "running"], "body": {}},
-            '→ allowed → running · {"body":{},"states":["allowed","running"]}',
+            {"states": ["allowed", "running"], "body": {"command": "ls"}},
+            '→ allowed → running · ls · {"body":{"command":"ls"},"states":["allowed","running"]}',
         ),
         ({"states": ["pending"]}, '→ pending · {"states":["pending"]}'),
-        ({"from": "running", "exit_code": 0}, '{"exit_code":0,"from":"running"}'),
+        ({"from": "running", "exit_code": 0}, 'exit 0 · {"exit_code":0,"from":"running"}'),
+        ({"from": "running", "exit_code": None}, '{"exit_code":null,"from":"running"}'),
         ({"states": []}, '{"states":[]}'),
         ({"states": ["x", 1]}, '{"states":["x",1]}'),
         ({"states": "running"}, '{"states":"running"}'),

@@ -22,16 +22,17 @@ def proposal_states(data: object) -> list[str] | None:
     return None
 
 
-def states_prefix(data: object) -> str:
-    """``→ allowed → running · `` for a proposal's record, else nothing."""
+def states_text(data: object) -> str:
+    """``→ allowed → running`` for a proposal's record, else nothing."""
     states = proposal_states(data)
-    return "→ " + " → ".join(states) + " · " if states else ""
+    return "→ " + " → ".join(states) if states else ""
 
 
 def record_detail(data: object) -> str:
-    """The whole data, as compact sorted JSON, after the proposal's states."""
+    """The record's gist, then the whole data as compact sorted JSON."""
     text = data if isinstance(data, str) else json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return states_prefix(data) + text
+    gist = record_gist(data)
+    return f"{gist} · {text}" if gist else text
 
 
 def record_gist(data: object) -> str:
@@ -41,8 +42,8 @@ def record_gist(data: object) -> str:
         return ""
     body = data.get("body")
     command = body.get("command") if isinstance(body, dict) else None
-    gist = command or data.get("command") or data.get("reason") or data.get("operator") or ""
+    what = command or data.get("command") or data.get("reason") or data.get("operator") or ""
     code = data.get("exit_code")
-    if not gist and type(code) is int:
-        gist = f"exit {code}"
-    return states_prefix(data) + str(gist)
+    if not what and type(code) is int:
+        what = f"exit {code}"
+    return " · ".join(part for part in (states_text(data), str(what)) if part)
