@@ -12,6 +12,11 @@ with what the do-nothing hub spends (the protocol alone) says whether a target
 is reachable on this machine by any hub speaking this protocol; comparing it
 with towerctl's serve + writer CPU says how far towerctl is from it.
 
+The budget is necessary, not sufficient: the serve process is one thread, so
+at R* it alone needs ``serve x R*`` of one core, and it gets less than a whole
+core while the writer and the load share the machine with it (runs where the
+budget fitted and the target was still missed had it at ~0.85).
+
 Pure: a function of fleet.json's dictionaries, tested table-driven.
 """
 
@@ -34,6 +39,12 @@ class Budget:
     hub_us: float  # towerctl's serve + writer CPU per action, measured
     null_us: float  # the do-nothing hub's CPU per action, measured
     echo_us: float  # the echo server's CPU per round trip, measured
+    serve_us: float | None = None  # the serve process alone (runs before 2026-11-29 11:40: unknown)
+
+    @property
+    def serve_cores(self) -> float | None:
+        """The serve process alone at the target rate, of its one core."""
+        return None if self.serve_us is None else self.serve_us * self.rate / 1e6
 
     @property
     def reachable_by_any_hub(self) -> bool:
@@ -71,6 +82,7 @@ def budgets(out: dict[str, Any]) -> list[Budget]:
                 hub_us=_per_action_us(thr["hub_cpu"], t_rate),
                 null_us=_per_action_us(ceiling["server_cpu"], c_rate),
                 echo_us=_per_action_us(echo["server_cpu"], echo["rate"]["median"]),
+                serve_us=_per_action_us(thr["serve_cpu"], t_rate) if "serve_cpu" in thr else None,
             )
         )
     return result
@@ -81,10 +93,16 @@ def budget_rows(out: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
     for b in budgets(out):
         verdict = "reachable by a hub" if b.reachable_by_any_hub else "no hub can: see docs"
+        used = f"{b.hub_us:.0f} µs used (serve + writer)"
+        if b.serve_us is not None and b.serve_cores is not None:
+            used = (
+                f"{b.hub_us:.0f} µs used (serve {b.serve_us:.0f} + writer {b.hub_us - b.serve_us:.0f}); "
+                f"serve alone {b.serve_cores:.2f} of its core"
+            )
         rows.append(
             (
                 f"hub CPU budget per action at {b.target}x echo ({b.rate:.0f}/s), {b.agents} agents",
-                f"{b.hub_us:.0f} µs used (serve + writer)",
+                used,
                 f"{b.budget_us:.0f} µs left by the load ({b.load_us:.0f} µs, {b.load_cores:.2f} cores); "
                 f"null hub {b.null_us:.0f}, echo server {b.echo_us:.0f}",
                 f"{b.hub_us / b.budget_us:.2f}x" if b.budget_us > 0 else "—",

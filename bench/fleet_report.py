@@ -188,6 +188,20 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "—",
             )
         )
+    for n in sorted(thr["full"], key=lambda k: (len(k), k)):
+        # Whether the serve process, one thread, is the stage that saturates.
+        t = thr["full"][n]
+        if n.isdigit() and "serve_cpu" in t:
+            machine = t.get("machine_cpu", "?")
+            rows.append(
+                (
+                    f"serve process busy (one thread), {n} agents (full)",
+                    f"{t['serve_cpu']} of 1 core; hub {t['hub_cpu']}, machine {machine} of 2",
+                    "—",
+                    "—",
+                    "—",
+                )
+            )
     rows += budget_rows(out)
     for n in sorted(thr["normal"], key=lambda k: (len(k), k)):
         t, e = thr["normal"][n]["rate"], echo.get(n, {}).get("rate")

@@ -111,7 +111,25 @@ def test_the_budget_is_what_the_machine_leaves_the_hub_at_the_target_rate(
     assert b.reachable_by_any_hub is any_hub
     (row,) = budget_rows(run)
     assert row[0].startswith("hub CPU budget per action at 0.8x echo") and row[4].startswith("≤ 1x")
+    assert row[1] == f"{b.hub_us:.0f} µs used (serve + writer)"  # a run without the serve figure
+    assert b.serve_us is None and b.serve_cores is None
     assert budgets({"machine": {"nproc": 2}, "echo": {}}) == []
+
+
+def test_the_budget_says_what_the_serve_process_alone_needs_at_the_target_rate() -> None:
+    """The serve process is one thread: at the target rate it alone needs
+    ``serve us x rate`` of one core, whatever the two cores' budget says."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from budget import budget_rows, budgets
+
+    # 10:59 run at 1,000 agents, scaled to 100: 8,738/s with the hub at 1.22 cores, serve 0.85.
+    run = _run((15000, 1.011, 0.39), (15500, 1.028, 0.46), (8738, 0.586, 1.22))
+    run["throughput"]["full"]["100"]["serve_cpu"] = 0.85  # type: ignore[index]
+    (b,) = budgets(run)
+    assert b.serve_us == pytest.approx(0.85 / 8738 * 1e6)
+    assert b.serve_cores == pytest.approx(0.85 / 8738 * 0.8 * 15000, abs=0.001)
+    (row,) = budget_rows(run)
+    assert row[1] == f"140 µs used (serve 97 + writer 42); serve alone {b.serve_cores:.2f} of its core"
 
 
 def _tui_result(received: float, target_met: bool) -> dict[str, Any]:
@@ -227,3 +245,38 @@ async def test_the_fleet_bench_scrapes_the_hubs_collections(tmp_path: Path) -> N
         await tower.hub.stop()
     seen = gc_pauses_between(before, after)
     assert seen["collections"] >= 1 and seen["longest_le_ms"] > 0
+
+
+def test_the_fleet_table_shows_how_busy_the_serve_process_was() -> None:
+    """Whether the serve process, one thread, saturated: on every run's table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from fleet_report import build_table
+
+    def rate(median: float) -> dict[str, float]:
+        return {"median": median, "min": median, "max": median}
+
+    out: dict[str, Any] = {
+        "machine": {"nproc": 2},
+        "echo": {"1000": {"rate": rate(15000), "client_cpu": 1.0, "server_cpu": 0.39}},
+        "ceiling": {"1000": {"rate": rate(15500), "client_cpu": 1.0, "server_cpu": 0.46}},
+        "throughput": {
+            "full": {
+                "1000": {
+                    "rate": rate(8738),
+                    "hub_cpu": 1.22,
+                    "serve_cpu": 0.85,
+                    "machine_cpu": 1.8,
+                    "client_cpu": 0.586,
+                }
+            },
+            "normal": {},
+        },
+    }
+    table, _ = build_table(out)
+    busy = [line for line in table.splitlines() if "serve process busy" in line]
+    assert len(busy) == 1 and "0.85 of 1 core; hub 1.22, machine 1.8 of 2" in busy[0]
+    assert "(serve 97 + writer 42); serve alone 0.88 of its core" in table
+    # A run from before the figure existed still makes its table, without the row.
+    del out["throughput"]["full"]["1000"]["serve_cpu"]
+    table, _ = build_table(out)
+    assert "serve process busy" not in table and "140 µs used (serve + writer)" in table
