@@ -20,36 +20,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from harness import machine_busy_s, self_cpu_s
-from harness import proc_cpu_s as own_cpu_s
+from harness import machine_busy_s, proc_cpu_s, self_cpu_s, tree_cpu_s
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 EventHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            kids += [int(k) for k in (task / "children").read_text().split()]
-    return kids
-
-
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its children (the hub's writer process counts as the hub's)."""
-    total = 0.0
-    for p in (pid, *_children(pid)):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -136,16 +116,16 @@ class CpuProbe:
 
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "measuring":
-            self.c0, self.t0 = proc_cpu_s(self.pid), time.monotonic()
-            self.own0 = own_cpu_s(self.pid)
+            self.c0, self.t0 = tree_cpu_s(self.pid), time.monotonic()
+            self.own0 = proc_cpu_s(self.pid)
             self.busy0, self.self0 = machine_busy_s(), self_cpu_s()
             self.rss_during = rss_kib(self.pid)
             if self.on_measuring is not None:
                 await self.on_measuring()
         elif ev.get("event") == "measured":
             wall = max(1e-9, time.monotonic() - self.t0)
-            self.cpu = (proc_cpu_s(self.pid) - self.c0) / wall
-            self.own_cpu = (own_cpu_s(self.pid) - self.own0) / wall
+            self.cpu = (tree_cpu_s(self.pid) - self.c0) / wall
+            self.own_cpu = (proc_cpu_s(self.pid) - self.own0) / wall
             self.machine = (machine_busy_s() - self.busy0) / wall
             self.self_cpu = (self_cpu_s() - self.self0) / wall
             self.rss_during = max(self.rss_during, rss_kib(self.pid))

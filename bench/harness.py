@@ -92,6 +92,22 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the hub's forked store writer), from /proc."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (the hub's writer process counts as the hub's)."""
+    return sum(proc_cpu_s(p) for p in (pid, *children(pid)))
+
+
 def self_cpu_s() -> float:
     """CPU seconds (user + system) this process has used so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)

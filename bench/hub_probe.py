@@ -33,20 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import gc_pause_buckets, gc_pauses_between, proc_cpu_s, quiet_gc, start_hub
+from harness import children, gc_pause_buckets, gc_pauses_between, proc_cpu_s, quiet_gc, start_hub
 
 HERE = Path(__file__).resolve().parent
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the forked store writer), from /proc."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
 
 
 class Operator:

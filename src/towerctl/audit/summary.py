@@ -13,19 +13,13 @@ from __future__ import annotations
 import json
 
 
-def proposal_states(data: object) -> list[str] | None:
-    """The states a proposal's record says it moved its action through, or
-    None when the data holds no such list (any other record, or an odd one)."""
+def states_text(data: object) -> str:
+    """``→ allowed → running``: the states a proposal's record says it moved
+    its action through; nothing for any other record, or an odd one."""
     states = data.get("states") if isinstance(data, dict) else None
     if isinstance(states, list) and states and all(isinstance(s, str) for s in states):
-        return states
-    return None
-
-
-def states_text(data: object) -> str:
-    """``→ allowed → running`` for a proposal's record, else nothing."""
-    states = proposal_states(data)
-    return "→ " + " → ".join(states) if states else ""
+        return "→ " + " → ".join(states)
+    return ""
 
 
 def record_detail(data: object) -> str:

@@ -126,6 +126,10 @@ def as_info(entry: Announced) -> ActionInfo:
     return entry if isinstance(entry, ActionInfo) else entry.action_info()
 
 
+def announced_id(entry: Announced) -> str:
+    return entry.action.action_id if isinstance(entry, ActionInfo) else entry.action_id
+
+
 class Registry:
     def __init__(self) -> None:
         self.sessions: dict[str, LiveSession] = {}

@@ -41,10 +41,10 @@ from towerctl.hub.outcomes import ActionOutcomes
 from towerctl.hub.registry import (
     LIVE_LIMIT,
     Announced,
-    FinishedAction,
     LiveSession,
     PendingAction,
     Registry,
+    announced_id,
     as_info,
 )
 from towerctl.hub.service_base import Refused, _row_to_info, log, now_ms
@@ -189,7 +189,7 @@ class HubService(AgentSide, ActionOutcomes, Decisions, SessionControl):
         them). An event that is not routine goes out at once, and drops a held
         one for its action: operators never get an older state after a newer."""
         self.reg.remember(entry)
-        action_id = entry.action_id if isinstance(entry, FinishedAction) else entry.action.action_id
+        action_id = announced_id(entry)
         if routine and self.fanout.operators:
             self._held_actions[action_id] = entry
             self._arm_flush()

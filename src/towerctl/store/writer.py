@@ -123,6 +123,10 @@ class Writer:
             await loop.run_in_executor(self._executor, self.applier.close)
             self._executor.shutdown(wait=True)
             raise
+        self._accept(loop)
+
+    def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Opened: take writes on ``loop`` from now on (both writers' start ends here)."""
         self._accepting = True
         self._loop = loop
         self._task = loop.create_task(self._run(), name="towerctl-store-writer")

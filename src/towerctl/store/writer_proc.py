@@ -157,9 +157,7 @@ class ProcessWriter(Writer):
         except BaseException:
             await self._reap(kill=True)
             raise
-        self._accepting = True
-        self._loop = loop
-        self._task = loop.create_task(self._run(), name="towerctl-store-writer")
+        self._accept(loop)
 
     async def _release(self) -> None:
         await self._reap(kill=False)
