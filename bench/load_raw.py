@@ -76,7 +76,7 @@ def run_server(main: Coroutine[Any, Any, None]) -> None:
     serve`` picks (``--loop auto``: uvloop where installed), so the physical
     limit is measured with the same loop as the hub it is compared with. The
     load itself stays on asyncio's loop, the same for every server it drives."""
-    from towerctl.cli.serve import loop_factory
+    from towerctl.cli.common import loop_factory
 
     collect_as_the_hub()
     with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:

@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sync", choices=("full", "normal"), default="full")
     args = ap.parse_args()
-    from towerctl.cli.serve import loop_factory
+    from towerctl.cli.common import loop_factory
 
     # A round of 100,000 actions leaves ~270 MB of log behind: removed at the end.
     with (

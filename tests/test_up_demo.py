@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
+import logging
 import os
 import random
 import re
@@ -42,6 +44,7 @@ from agent_shim.policy import policy_for
 from agent_shim.types import RISKS
 from towerctl.audit.verify import verify_database
 from towerctl.cli import cli
+from towerctl.cli.common import loop_name
 from towerctl.cli.up import Embedded, start_embedded
 from towerctl.demo import demo_policy, run_demo_agents
 from towerctl.demo_script import PERSONAS, episode_values, fill, persona
@@ -311,6 +314,33 @@ def test_up_is_listed_and_documented() -> None:
     result = CliRunner().invoke(cli, ["up", "--help"])
     assert result.exit_code == 0
     assert "--demo" in result.output and "--agents" in result.output and "127.0.0.1" in result.output
+    assert re.search(r"--loop \[auto\|uvloop\|asyncio\]", result.output)
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_up_runs_hub_and_console_on_the_loop_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, choice: str, expected: str
+) -> None:
+    """``up`` picks its loop like ``serve``: the console and the hub share it."""
+    seen: list[str] = []
+
+    async def hub_and_console(**kwargs: object) -> int:
+        seen.append(loop_name(asyncio.get_running_loop()))
+        return 0
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path))
+    monkeypatch.setattr("towerctl.cli.up.run_up", hub_and_console)
+    root, thresholds = logging.getLogger(), gc.get_threshold()
+    handlers = list(root.handlers)
+    try:
+        result = CliRunner().invoke(cli, ["up", "--loop", choice, "--db", str(tmp_path / "t.db")])
+    finally:
+        gc.set_threshold(*thresholds)  # up tunes the collector for serving
+        for handler in root.handlers[len(handlers) :]:  # and logs to a file
+            root.removeHandler(handler)
+            handler.close()
+    assert result.exit_code == 0, result.output
+    assert seen == [expected if sys.platform != "win32" else "asyncio"]
 
 
 # ------------------------------------------------------------------ the real process
@@ -382,6 +412,8 @@ def test_up_demo_in_a_terminal_draws_agents_then_q_stops_everything(tmp_path: Pa
             screen = term.read_until("deploy-bot", timeout=20)
             assert f"port {taken} on 127.0.0.1 is taken" in screen
             assert "demo database" in screen and "simulated agents" in screen
+            # The hub and the console share serve's loop: uvloop, a dependency off Windows.
+            assert re.search(r"uvloop\s+event\s+loop", screen), screen[-3000:]
             term.read_until("Pending approvals", timeout=10)
             url = (home / "hub.url").read_text().strip()
             assert url.startswith("ws://127.0.0.1:") and not url.endswith(f":{taken}")

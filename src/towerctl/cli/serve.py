@@ -7,13 +7,12 @@ import ipaddress
 import signal
 import ssl
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import click
 
-from towerctl.cli.common import db_option, fail
+from towerctl.cli.common import db_option, fail, loop_factory, loop_name, loop_option
 from towerctl.config import (
     DEFAULT_PORT,
     default_db,
@@ -32,26 +31,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``serve`` runs on: uvloop where it is installed (a
-    dependency everywhere but Windows), else asyncio's own.
-
-    Why: measured with ``bench/hub_probe.py`` (1,000 agents, back to back), the
-    serve process spends 5-8 % less CPU per action on uvloop, closed loop and at
-    1,000 actions/s alike: its sockets, timers and callbacks are in C. Nothing
-    in the hub depends on the loop's kind; ``--loop asyncio`` is the fallback
-    if uvloop ever misbehaves on a platform."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            fail("--loop uvloop: uvloop is not installed", 2)
-        return None
-    return uvloop.new_event_loop
 
 
 async def bootstrap_tokens(db: Path, key: Path) -> list[Path]:
@@ -114,8 +93,8 @@ async def serve_forever(
         if announce:
             write_private(url_file(), hub.url + "\n")
             write_public(hub_key_file(), hub.public_key_hex + "\n")
-            kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-            click.echo(f"towerctl hub listening on {hub.url} (db {db}, {kind} event loop)", err=True)
+            where = f"{hub.url} (db {db}, {loop_name(loop)} event loop)"
+            click.echo(f"towerctl hub listening on {where}", err=True)
             click.echo(
                 f"hub key (pin with TOWER_HUB_KEY): {hub.public_key_hex} in {hub_key_file()}", err=True
             )
@@ -156,14 +135,7 @@ async def serve_forever(
     show_default=True,
     help="Where SQLite commits run: a forked process beside the event loop, or a thread sharing it.",
 )
-@click.option(
-    "--loop",
-    "loop_kind",
-    type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
-    show_default=True,
-    help="Event loop: auto is uvloop when installed, else asyncio's.",
-)
+@loop_option
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line on stderr.")
 @click.option(
     "--webhook",

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 import click
 
 from agent_shim.policy import PolicyDoc
-from towerctl.cli.common import db_option, fail
+from towerctl.cli.common import db_option, fail, loop_factory, loop_name, loop_option
 from towerctl.config import (
     DEFAULT_PORT,
     data_dir,
@@ -210,7 +210,8 @@ async def run_up(
         for note in emb.notes:
             click.echo(f"towerctl up: {note}", err=True)
         what = f"demo database {emb.db} (separate from your real one)" if demo else f"database {emb.db}"
-        click.echo(f"towerctl up: hub listening on {emb.url}, {what}", err=True)
+        loop = loop_name(asyncio.get_running_loop())
+        click.echo(f"towerctl up: hub listening on {emb.url}, {what}, {loop} event loop", err=True)
         try:
             app = TowerApp(emb.url, emb.admin_token, theme=theme, db_path=emb.db, key_path=emb.key)
         except ThemeError as exc:
@@ -262,8 +263,11 @@ async def run_up(
     type=click.IntRange(1, 200),
     help="How many simulated agents --demo starts.",
 )
+@loop_option
 @click.option("--seed", type=int, default=None, hidden=True, help="Replay the demo agents' choices.")
-def up(demo: bool, port: int, db: str | None, theme: str | None, agents: int, seed: int | None) -> None:
+def up(
+    demo: bool, port: int, db: str | None, theme: str | None, agents: int, loop_kind: str, seed: int | None
+) -> None:
     """Hub on 127.0.0.1 + SQLite + the console, in one command.
 
     Creates its own tokens on first start (files mode 0600) and writes the hub's
@@ -294,9 +298,11 @@ def up(demo: bool, port: int, db: str | None, theme: str | None, agents: int, se
         hub_log.log(logging.WARNING if low else logging.INFO, low or limit.describe())
     tune_gc_for_serving()
     try:
-        code = asyncio.run(
-            run_up(port=port, db=db_path, theme=chosen_theme, demo=demo, agents=agents, seed=seed)
-        )
+        # The hub and the console share this loop, so it is serve's: uvloop where installed.
+        with asyncio.Runner(loop_factory=loop_factory(loop_kind)) as runner:
+            code = runner.run(
+                run_up(port=port, db=db_path, theme=chosen_theme, demo=demo, agents=agents, seed=seed)
+            )
     except OSError as exc:
         fail(f"cannot start the hub on {HOST}: {exc.strerror or exc}", 2)
         return
