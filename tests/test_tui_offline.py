@@ -147,6 +147,45 @@ async def test_a_new_approval_rings_the_bell_and_notifies(monkeypatch: pytest.Mo
         assert any("rm -rf /srv/cache" in m and "▲PROD" in m for m in messages)
 
 
+async def test_nothing_covers_an_open_approval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80x24 (an SSH terminal) a toast hides half the approval view: opening
+    one clears the toasts, and approvals arriving meanwhile ring without one.
+    (run_test draws no toasts, so the app's notifications are what is checked.)"""
+    app = offline_app()
+    rings: list[int] = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(1))
+    async with app.run_test(size=(80, 24)) as pilot:
+        news = sample_action("a-555", "s-prod-1", "deploy-bot", "prod", "shell", "rm -rf /srv/cache",
+                             "destructive", "pending", age_s=0, expires_s=300)
+        app.receive(ActionEvent(action=news))
+        app.flush()
+        await pilot.pause()
+        assert rings == [1] and len(app._notifications) == 1
+        await pilot.press("a", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ApprovalScreen)
+        assert not app._notifications
+        later = sample_action("a-556", "s-prod-1", "deploy-bot", "prod", "shell", "rm -rf /srv/logs",
+                              "destructive", "pending", age_s=0, expires_s=300)
+        app.receive(ActionEvent(action=later))
+        app.flush()
+        await pilot.pause()
+        assert rings == [1, 1]
+        assert not app._notifications
+        assert "4 pending" in shown_text(app.screen.query_one("#status"))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ApprovalScreen)
+        again = sample_action("a-557", "s-prod-1", "deploy-bot", "prod", "shell", "rm -rf /srv/tmp",
+                              "destructive", "pending", age_s=0, expires_s=300)
+        app.receive(ActionEvent(action=again))
+        app.flush()
+        await pilot.pause()
+        assert rings == [1, 1, 1]
+        # Back on the fleet: toasts again.
+        assert any("rm -rf /srv/tmp" in n.message for n in app._notifications)
+
+
 async def test_viewer_sees_approval_keys_disabled() -> None:
     app = offline_app(role="viewer")
     async with app.run_test(size=(120, 40)) as pilot:

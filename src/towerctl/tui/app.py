@@ -223,10 +223,16 @@ class TowerApp(App[int]):
         self.flush()
 
     def _announce(self, delta: Delta) -> None:
-        """Bell and toast for new approvals; toasts for hub alerts."""
+        """Bell and toast for new approvals; toasts for hub alerts.
+
+        No approval toast while an approval is open: on an 80-column SSH
+        terminal a toast covers half the view (the policy's reason, the agent's
+        reason, the rollback plan) that the operator is reading to decide. The
+        bell still rings and the status bar's pending count still moves."""
         fresh = [self.state.pending[a] for a in delta.pending_added if a in self.state.pending]
         if fresh:
             self.bell()
+        if fresh and not isinstance(self.screen, ApprovalScreen):
             if len(fresh) == 1:
                 info = fresh[0]
                 where = f"▲PROD {info.env}" if is_production(info.env) else info.env
@@ -270,6 +276,10 @@ class TowerApp(App[int]):
             self.install_screen(ApprovalScreen(), name="approval")
         screen = self.get_screen("approval")
         assert isinstance(screen, ApprovalScreen)
+        # Nothing may cover what is about to be approved (see _announce). The
+        # toasts were news the operator has now acted on; every alert among
+        # them is also in its session's feed.
+        self.clear_notifications()
         screen.show_action(event.action_id)
         if screen not in self.screen_stack:
             self.push_screen(screen)
