@@ -27,7 +27,7 @@ from towerctl.config import resolve
 from towerctl.hub.server import Hub, HubConfig
 from towerctl.tokens import create_token
 
-from .conftest import next_event
+from .conftest import next_event, wait_for
 from .test_control_path import shell
 
 # RFC 8032 §7.1: (secret key, public key, message, signature)
@@ -380,9 +380,41 @@ async def test_expired_approval_is_refused_and_audited(tmp_path: Path) -> None:
     assert verify_database(tmp_path / "tower.db", tmp_path / "k.key").ok
 
 
-async def test_replayed_decision_over_the_wire_is_refused(hub: tuple[Hub, dict[str, str]]) -> None:
-    """The same action proposed twice: the hub answers the second time with the
-    stored (identical, validly signed) decision; the shim will not use it again."""
+async def audit_records(hub: Hub, event: str, action_id: str) -> list[dict[str, object]]:
+    """``event`` records of one action, once there is one (the write is asynchronous)."""
+    assert hub.store is not None
+    store = hub.store
+
+    async def poll() -> list[dict[str, object]]:
+        while True:
+            rows = [r for r in await store.audit_rows(limit=100_000) if r.event == event]
+            found = [json.loads(r.body) for r in rows if r.action_id == action_id]
+            if found:
+                return found
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), 10)
+
+
+async def ran(hub: Hub, action_id: str) -> str:
+    """The action's state once its report is recorded."""
+    assert hub.store is not None
+    store = hub.store
+
+    async def poll() -> str:
+        while True:
+            row = await store.action(action_id)
+            if row is not None and row.state in ("succeeded", "failed"):
+                return row.state
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), 10)
+
+
+async def test_a_used_approval_is_not_sent_again(hub: tuple[Hub, dict[str, str]]) -> None:
+    """The same approved action proposed again after it ran: the hub does not
+    send its decision a second time (the shim would refuse it, but a shim that
+    lost its memory would not); it denies, records and alarms."""
     h, tokens = hub
     async with Shim(h.url, tokens["agent"], agent="a", env="prod", hub_key=h.public_key_hex) as shim:
         action = shell("kubectl delete pod web-1")
@@ -390,10 +422,43 @@ async def test_replayed_decision_over_the_wire_is_refused(hub: tuple[Hub, dict[s
         await approve_next(h, tokens["admin"], task)  # type: ignore[arg-type]
         first = task.result()
         shim.report(first)
-        with pytest.raises(ActionDenied, match="already used"):
+        assert await ran(h, action.action_id) == "succeeded"
+        with pytest.raises(ActionDenied, match="already used") as denied:
             await asyncio.wait_for(shim.admit(action), 10)
-        rows = await refused_records(h)
-    assert [r["data"]["code"] for r in rows] == ["replayed"]  # type: ignore[index]
+        assert denied.value.by == "hub"
+        rows = await audit_records(h, "decision.reuse_refused", action.action_id)
+        # It also counts as a strike against the connection (max_strikes closes it).
+        await wait_for(lambda: "approval_used" in (shim.last_error or ""), 10)
+    assert first.decision is not None
+    assert [r["data"] for r in rows] == [{"decision_id": first.decision.decision_id, "state": "succeeded"}]
+    assert audit_events(h.config.db_path, "decision.refused_by_shim") == []  # it never reached the shim
+
+
+async def test_a_restarted_shim_reusing_its_ids_cannot_run_an_approval_twice(
+    hub: tuple[Hub, dict[str, str]],
+) -> None:
+    """The replay docs/security.md used to leave open: a new shim process (its
+    record of used decisions gone) resumes the session and proposes the same
+    action id. Before, the hub answered with the stored, validly signed
+    approval, and the new shim would have run the action again."""
+    h, tokens = hub
+    url, token, key = h.url, tokens["agent"], h.public_key_hex
+    action = shell("kubectl delete pod web-1")
+    async with Shim(url, token, agent="a", env="prod", hub_key=key, end_session_on_close=False) as first:
+        task = asyncio.create_task(first.admit(action))
+        await approve_next(h, tokens["admin"], task)  # type: ignore[arg-type]
+        first.report(task.result())
+        assert await ran(h, action.action_id) == "succeeded"
+    async with Shim(url, token, agent="a", env="prod", hub_key=key, session_id=first.session_id) as again:
+        with pytest.raises(ActionDenied, match="already used"):
+            await asyncio.wait_for(again.admit(action), 10)
+        rows = await audit_records(h, "decision.reuse_refused", action.action_id)
+        # A new action with the same command is judged afresh and waits for a human.
+        fresh = asyncio.create_task(again.admit(shell("kubectl delete pod web-1")))
+        await approve_next(h, tokens["admin"], fresh)  # type: ignore[arg-type]
+        again.report(fresh.result())
+    assert len(rows) == 1 and rows[0]["actor"] == "hub"
+    assert verify_database(h.config.db_path, h.config.key_path).ok
 
 
 async def test_prod_decision_writes_a_checkpoint(hub: tuple[Hub, dict[str, str]]) -> None:

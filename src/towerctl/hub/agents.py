@@ -37,6 +37,8 @@ from towerctl.store import Conflict
 from towerctl.store.models import ActionRow, SessionRow
 
 _STATE_FOR: dict[str, AckState] = {"allow": "allowed", "ask": "pending", "deny": "denied"}
+#: States of an approved action that has started: its approval has been used.
+_USED: Final = frozenset({"running", "succeeded", "failed"})
 #: Stands in for the action id in a cached ack (a valid Id).
 _ACK_ID_MARK: Final = "ack-template-action-id"
 
@@ -278,6 +280,11 @@ class AgentSide(ServiceBase):
         if stored_digest != digest:
             raise Refused("conflict", "action id already used for a different action")
         decision = await self.store.decision(action_id)
+        if decision is not None and decision.verdict == "approved" and state in _USED:
+            await self._refuse_reuse(sess, action_id, decision.decision_id, state)
+            # And a strike: each replay writes a record and alarms the operators,
+            # so a client repeating one is disconnected after max_strikes.
+            raise Refused("approval_used", f"action {action_id} already ran on its approval")
         if decision is not None:
             await self.send_agent(sess, encode(self.signed_decision(decision, sess.session_id)))
             return
@@ -293,6 +300,34 @@ class AgentSide(ServiceBase):
                 )
             ),
         )
+
+    async def _refuse_reuse(self, sess: LiveSession, action_id: str, decision_id: str, state: str) -> None:
+        """An approved action proposed again after it started: its approval is never sent twice.
+
+        A shim re-sends only proposals still waiting for their decision, and it
+        runs an approval only after the decision arrives, so an action the hub
+        knows as started cannot be waiting. What does propose it again is a
+        replay: a shim restarted with the same session and action ids (its
+        record of used decision ids died with it) or a client that is not a
+        shim. Sending the stored decision would let it run the action a second
+        time within the decision's TTL; it is denied, recorded and alarmed
+        (the denial first, so that the shim stops waiting at once)."""
+        await self.store.audit_note(
+            "decision.reuse_refused",
+            actor="hub",
+            data={"decision_id": decision_id, "state": state},
+            ts_ms=now_ms(),
+            session_id=sess.session_id,
+            action_id=action_id,
+        )
+        self.alert(
+            "critical",
+            f"{sess.agent}@{sess.env} proposed action {action_id} again after its approval was used "
+            f"(it is {state}): refused, a replay or a shim restarted with reused ids",
+            sess.session_id,
+        )
+        reason = f"the approval of this action was already used (it is {state}); propose it as a new action"
+        await self.send_agent(sess, encode(Ack(action_id=action_id, state="denied", reason=reason)))
 
     async def decision_refused(self, sess: LiveSession, msg: DecisionRefused) -> None:
         """The shim would not use a decision: record it and raise the alarm.
