@@ -19,6 +19,7 @@ from towerctl.tui.commands import TowerCommands
 from towerctl.tui.render import FixedClock
 from towerctl.tui.sample import SAMPLE_NOW, sample_action, sample_snapshot
 from towerctl.tui.screens.approval import ApprovalScreen
+from towerctl.tui.screens.modals import ReasonScreen
 from towerctl.tui.screens.policy_edit import PolicyEditScreen
 from towerctl.tui.widgets.action_detail import ActionDetail
 from towerctl.tui.widgets.audit_tables import ActionsTable
@@ -172,7 +173,19 @@ async def test_nothing_covers_an_open_approval(monkeypatch: pytest.MonkeyPatch) 
         await pilot.pause()
         assert rings == [1, 1]
         assert not app._notifications
-        assert "4 pending" in shown_text(app.screen.query_one("#status"))
+        await pilot.press("n")  # the deny reason's question, over the approval
+        await pilot.pause()
+        assert isinstance(app.screen, ReasonScreen)
+        during = sample_action("a-558", "s-prod-1", "deploy-bot", "prod", "shell", "rm -rf /srv/old",
+                               "destructive", "pending", age_s=0, expires_s=300)
+        app.receive(ActionEvent(action=during))
+        app.flush()
+        await pilot.pause()
+        assert rings == [1, 1, 1] and not app._notifications
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ApprovalScreen)
+        assert "5 pending" in shown_text(app.screen.query_one("#status"))
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, ApprovalScreen)
@@ -181,7 +194,7 @@ async def test_nothing_covers_an_open_approval(monkeypatch: pytest.MonkeyPatch) 
         app.receive(ActionEvent(action=again))
         app.flush()
         await pilot.pause()
-        assert rings == [1, 1, 1]
+        assert rings == [1, 1, 1, 1]
         # Back on the fleet: toasts again.
         assert any("rm -rf /srv/tmp" in n.message for n in app._notifications)
 

@@ -225,14 +225,16 @@ class TowerApp(App[int]):
     def _announce(self, delta: Delta) -> None:
         """Bell and toast for new approvals; toasts for hub alerts.
 
-        No approval toast while an approval is open: on an 80-column SSH
+        No approval toast while an approval is open (or the question over it):
+        on an 80-column SSH
         terminal a toast covers half the view (the policy's reason, the agent's
         reason, the rollback plan) that the operator is reading to decide. The
         bell still rings and the status bar's pending count still moves."""
         fresh = [self.state.pending[a] for a in delta.pending_added if a in self.state.pending]
         if fresh:
             self.bell()
-        if fresh and not isinstance(self.screen, ApprovalScreen):
+        deciding = any(isinstance(screen, ApprovalScreen) for screen in self.screen_stack)
+        if fresh and not deciding:  # also under the deny reason's question
             if len(fresh) == 1:
                 info = fresh[0]
                 where = f"▲PROD {info.env}" if is_production(info.env) else info.env
