@@ -226,10 +226,10 @@ class TowerApp(App[int]):
         """Bell and toast for new approvals; toasts for hub alerts.
 
         No approval toast while an approval is open (or the question over it):
-        on an 80-column SSH
-        terminal a toast covers half the view (the policy's reason, the agent's
-        reason, the rollback plan) that the operator is reading to decide. The
-        bell still rings and the status bar's pending count still moves."""
+        on an 80-column SSH terminal a toast covers half the view (the policy's
+        reason, the agent's reason, the rollback plan) that the operator is
+        reading to decide. The bell still rings and the status bar's pending
+        count still moves."""
         fresh = [self.state.pending[a] for a in delta.pending_added if a in self.state.pending]
         if fresh:
             self.bell()
