@@ -430,7 +430,14 @@ async def test_a_used_approval_is_not_sent_again(hub: tuple[Hub, dict[str, str]]
         # It also counts as a strike against the connection (max_strikes closes it).
         await wait_for(lambda: "approval_used" in (shim.last_error or ""), 10)
     assert first.decision is not None
-    assert [r["data"] for r in rows] == [{"decision_id": first.decision.decision_id, "state": "succeeded"}]
+    assert [r["data"] for r in rows] == [
+        {
+            "decision_id": first.decision.decision_id,
+            "state": "succeeded",
+            "code": "approval_used",
+            "message": "proposed again when it was already succeeded",
+        }
+    ]
     assert audit_events(h.config.db_path, "decision.refused_by_shim") == []  # it never reached the shim
 
 

@@ -31,12 +31,16 @@ def record_detail(data: object) -> str:
 
 def record_gist(data: object) -> str:
     """What the record is about in a phrase: the proposal's states and command,
-    a record's own command or reason, who decided, or how it ended."""
+    a record's own command or reason, who decided, why a decision was refused,
+    or how it ended."""
     if not isinstance(data, dict):
         return ""
     body = data.get("body")
     command = body.get("command") if isinstance(body, dict) else None
     what = command or data.get("command") or data.get("reason") or data.get("operator") or ""
+    code, message = data.get("code"), data.get("message")
+    if not what and isinstance(code, str) and code:  # a refused decision: why
+        what = f"{code}: {message}" if isinstance(message, str) and message else code
     code = data.get("exit_code")
     if not what and type(code) is int:
         what = f"exit {code}"

@@ -315,7 +315,12 @@ class AgentSide(ServiceBase):
         await self.store.audit_note(
             "decision.reuse_refused",
             actor="hub",
-            data={"decision_id": decision_id, "state": state},
+            data={
+                "decision_id": decision_id,
+                "state": state,
+                "code": "approval_used",
+                "message": f"proposed again when it was already {state}",
+            },
             ts_ms=now_ms(),
             session_id=sess.session_id,
             action_id=action_id,
