@@ -88,6 +88,9 @@ class VerifyResult:
     first_bad_seq: int | None
     problem: str | None
     checkpoints_verified: bool = False
+    #: With an intact chain, how the hub's tables differ from what the log
+    #: says they hold (towerctl.audit.tables); ``problem`` is the first.
+    tables: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line for an operator (the CLI prints this)."""
@@ -95,6 +98,8 @@ class VerifyResult:
         head = f"{self.records} records, {self.checkpoints} checkpoints, {sigs}"
         if self.ok:
             return f"audit log intact: {head}"
+        if self.tables:
+            return f"audit log intact, but the tables DISAGREE with it: {self.problem} ({head})"
         return f"audit log BROKEN at record {self.first_bad_seq}: {self.problem} ({head})"
 
 

@@ -7,6 +7,7 @@ and must never change the evidence it is checking.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from towerctl.audit.chain import AuditRow, CheckpointRow, VerifyResult, verify
 from towerctl.audit.signing import load_public_key
+from towerctl.audit.tables import LogFacts, TableRows, disagreements
 
 _AUDIT_SQL = (
     "SELECT seq, ts_ms, event, actor, session_id, action_id, body, prev_hash, hash FROM audit ORDER BY seq"
@@ -75,17 +77,55 @@ def _checkpoint_row(r: tuple[object, ...]) -> CheckpointRow:
 
 def verify_connection(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None) -> VerifyResult:
     """Verify inside one read transaction, so that a hub writing meanwhile
-    cannot make the checkpoints look newer than the records read."""
+    cannot make the checkpoints look newer than the records read, nor the
+    tables newer than the log (each change and its record commit together).
+
+    An intact chain is then held against the tables the hub acts on
+    (:mod:`towerctl.audit.tables`): a token, policy, freeze, decision or
+    killed session changed in a table and not in the log fails too."""
     try:
         conn.execute("BEGIN")
         try:
             checkpoints = [_checkpoint_row(r) for r in conn.execute(_CHECKPOINT_SQL)]
-            rows = (_audit_row(r) for r in conn.execute(_AUDIT_SQL))
-            return verify(rows, checkpoints, public_key)
+            facts = LogFacts()
+            result = verify(_folded(conn, facts), checkpoints, public_key)
+            if not result.ok:
+                return result
+            found = disagreements(facts, _table_rows(conn, facts))
         finally:
             conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise AuditReadError(f"cannot read the audit log: {exc}") from exc
+    if not found:
+        return result
+    return dataclasses.replace(result, ok=False, problem=found[0], tables=tuple(found))
+
+
+def _folded(conn: sqlite3.Connection, facts: LogFacts) -> Iterator[AuditRow]:
+    for r in conn.execute(_AUDIT_SQL):
+        row = _audit_row(r)
+        facts.add(row)
+        yield row
+
+
+def _table_rows(conn: sqlite3.Connection, facts: LogFacts) -> TableRows:
+    killed = sorted(facts.killed)
+    live: list[tuple[object, ...]] = []
+    for i in range(0, len(killed), 500):  # SQLite's bound-parameter limit
+        chunk = killed[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        live += conn.execute(
+            f"SELECT session_id, status FROM sessions WHERE session_id IN ({marks})", chunk
+        ).fetchall()
+    return TableRows(
+        tokens=conn.execute("SELECT token_id, name, role, envs, hash, revoked_at FROM tokens").fetchall(),
+        policies=conn.execute("SELECT env, version, doc FROM policies").fetchall(),
+        env_state=conn.execute("SELECT env, frozen FROM env_state").fetchall(),
+        decisions=conn.execute(
+            "SELECT decision_id, action_id, verdict, operator, digest FROM decisions"
+        ).fetchall(),
+        live_sessions=live,
+    )
 
 
 def verify_database(db_path: Path, key_path: Path | None) -> VerifyResult:

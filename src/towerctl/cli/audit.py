@@ -40,7 +40,12 @@ def audit() -> None:
 )
 @json_option
 def verify(db: str | None, key: str | None, checkpoint_file: str | None, as_json: bool) -> None:
-    """Exit 0 when the chain is intact; otherwise name the first bad record.
+    """Exit 0 when the chain is intact and the tables agree with it; otherwise
+    name the first bad record, or how the tables differ.
+
+    The tables checked are the ones the hub acts on and an attacker with write
+    access to the database would change: tokens, policies, environment
+    freezes, decisions and killed sessions.
 
     With --checkpoint, a log cut below the exported checkpoint, or rewritten up
     to it, is detected even if whoever did it also rewrote the checkpoints
@@ -76,10 +81,19 @@ def verify(db: str | None, key: str | None, checkpoint_file: str | None, as_json
                 "checkpoints": result.checkpoints,
                 "first_bad_seq": result.first_bad_seq,
                 "problem": result.problem,
+                "tables": list(result.tables),
             }
         )
     elif result.ok:
         click.echo(f"audit chain intact: {result.records} records, {result.checkpoints} signed checkpoints")
+    elif result.tables:
+        from towerctl.textsafe import safe_text
+
+        click.echo(
+            f"audit chain intact ({result.records} records), but the hub's tables DISAGREE with it:", err=True
+        )
+        for finding in result.tables:
+            click.echo(f"  {safe_text(finding, single_line=True)}", err=True)
     else:
         click.echo(f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}", err=True)
     sys.exit(0 if result.ok else 1)

@@ -92,6 +92,9 @@ def read_audit(db_path: Path, key_path: Path | None) -> AuditReading:
         sigs = "signed" if result.checkpoints_verified else "signatures not checked (no key)"
         line = f"intact · {result.records} records · {result.checkpoints} checkpoints {sigs}"
         short = f"✓ intact ({result.records})"
+    elif result.tables:
+        line = f"chain intact, but the tables DISAGREE with it: {result.problem}"
+        short = "✗ tables disagree"
     else:
         line = f"BROKEN at record {result.first_bad_seq}: {result.problem}"
         short = f"✗ BROKEN at #{result.first_bad_seq}"
