@@ -270,3 +270,19 @@ def test_audit_verify_names_the_edit_and_exits_1(built: tuple[Path, Path, dict[s
     report = json.loads(result.stdout)
     assert report["ok"] is False and report["first_bad_seq"] is None
     assert any("recorded 'denied'" in f for f in report["tables"])
+
+
+def test_the_console_says_the_tables_disagree(built: tuple[Path, Path, dict[str, str]]) -> None:
+    from towerctl.tui.audit_reader import read_audit
+
+    db, key, _ = built
+    assert read_audit(db, key).short.startswith("✓ intact")
+    con = sqlite3.connect(db)
+    try:
+        con.execute(TAMPERS["a freeze lifted"][0])
+        con.commit()
+    finally:
+        con.close()
+    reading = read_audit(db, key)
+    assert reading.ok is False and reading.short == "✗ tables disagree"
+    assert "env_state: staging is not frozen" in reading.line
