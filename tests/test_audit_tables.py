@@ -50,6 +50,9 @@ LOG = [
     record(9, "action.denied", {**DECISION, "decision_id": "d2"}, session="s1", action="a2"),
     record(10, "session.killed", {"reason": "", "from": "active", "status": "killed"}, session="s1"),
     record(11, "action.proposed", {"digest": "x"}, session="s1", action="a3"),  # not a fact: ignored
+    record(12, "action.running", {"from": "approved"}, session="s1", action="a1"),
+    record(13, "action.succeeded", {"exit_code": 0}, session="s1", action="a1"),
+    record(14, "action.succeeded", {"exit_code": 0}, session="s1", action="a3"),  # undecided: not followed
 ]
 TABLES = TableRows(
     tokens=[("t1", "ci", "agent", '["dev"]', "h1", None), ("t2", "old", "agent", '["dev"]', "h2", 5)],
@@ -57,6 +60,7 @@ TABLES = TableRows(
     env_state=[("prod", 1), ("dev", 0)],
     decisions=[("d1", "a1", "approved", "alice", "g1"), ("d2", "a2", "denied", "alice", "g1")],
     live_sessions=[("s1", "killed")],
+    decided_actions=[("a1", "succeeded"), ("a2", "denied")],
 )
 
 
@@ -128,6 +132,11 @@ def _replace(**kw: list[tuple[object, ...]]) -> TableRows:
             _replace(env_state=[*TABLES.env_state, ("staging", 1)]),
             "env_state: staging is frozen with no env.frozen record",
         ),
+        (  # an approval that ran, made to look unused again: its decision would be re-sent
+            _replace(decided_actions=[("a1", "approved"), ("a2", "denied")]),
+            "actions: a1 is approved in the table, the log says succeeded",
+        ),
+        (_replace(decided_actions=[("a2", "denied")]), "actions: a1 has a decision record but no row"),
         (
             _replace(live_sessions=[("s1", "active")]),
             "sessions: s1 is active in the table, but the log says it was killed",
@@ -139,9 +148,9 @@ def test_each_quiet_edit_of_a_table_is_named(tables: TableRows, finding: str) ->
 
 
 def test_odd_records_and_odd_rows_are_findings_not_crashes() -> None:
-    odd = [*LOG, record(12, "token.created", {"token_id": "t3"}), record(13, "policy.applied", "not a dict")]
+    odd = [*LOG, record(15, "token.created", {"token_id": "t3"}), record(16, "policy.applied", "not a dict")]
     found = disagreements(facts_of(odd), _replace(tokens=[*TABLES.tokens, (7, None, None, "{", None, 1)]))
-    assert found[:2] == ["record 12: its data cannot be read", "record 13: its data cannot be read"]
+    assert found[:2] == ["record 15: its data cannot be read", "record 16: its data cannot be read"]
     assert "tokens: 7 (None, None) has no token.created record" in found
     many = _replace(tokens=[(f"x{i}", "n", "admin", "[]", "h", None) for i in range(100)])
     assert len(disagreements(facts_of(LOG), many)) == MAX_FINDINGS
@@ -216,6 +225,10 @@ TAMPERS = {
         "env_state: staging is not frozen",
     ),
     "a killed session revived": ("UPDATE sessions SET status = 'active'", "the log says it was killed"),
+    "an approval that ran made to look unused": (
+        "UPDATE actions SET state = 'approved' WHERE state = 'succeeded'",
+        "is approved in the table, the log says succeeded",
+    ),
 }
 
 

@@ -10,11 +10,11 @@ verify`` folds the log's records of those kinds (:class:`LogFacts`) and
 compares the tables with them (:func:`disagreements`).
 
 Pure: records in, rows in, findings out. Only what the log fully determines is
-compared, and what it holds stays small (tokens, policies, freezes, decisions,
-killed sessions), so a log of millions of actions costs a set lookup per record.
-Actions' states are not compared: keeping one fact per action would cost memory
-in proportion to the whole log, and no state of an action grants anything a
-decision does not.
+compared, and what it holds stays small (tokens, policies, freezes, decisions
+and the state of the actions they decided, killed sessions), so a log of
+millions of actions costs a set lookup per record. Other actions' states are
+not compared: one fact per action would cost memory in proportion to the whole
+log, and only a decided action's state changes what the hub will sign.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ _DECISIONS: Final = frozenset({"action.approved", "action.denied", "action.expir
 _FACT_EVENTS: Final = frozenset(
     {"token.created", "token.revoked", "policy.applied", "env.frozen", "env.unfrozen", "session.killed"}
     | _DECISIONS
+)
+#: What a decided action may become afterwards; followed only for decided actions.
+_AFTER_DECISION: Final = frozenset(
+    {"action.running", "action.succeeded", "action.failed", "action.cancelled"}
 )
 #: Findings listed at most; a table rewritten wholesale is one finding many times over.
 MAX_FINDINGS: Final = 20
@@ -62,6 +66,9 @@ class LogFacts:
     frozen: dict[str, bool] = field(default_factory=dict)
     decisions: dict[str, DecisionFact] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)
+    #: The state of each action that has a decision: a decided action whose row
+    #: said "approved" again after it ran would have its approval signed again.
+    decided: dict[str, str] = field(default_factory=dict)
     #: Records of these kinds whose data could not be read (the chain
     #: reports a tampered record; this is for one that verified but is odd).
     unreadable: list[int] = field(default_factory=list)
@@ -69,6 +76,8 @@ class LogFacts:
     def add(self, row: AuditRow) -> None:
         event = row.event
         if event not in _FACT_EVENTS:
+            if event in _AFTER_DECISION and row.action_id in self.decided:
+                self.decided[str(row.action_id)] = event.removeprefix("action.")
             return
         if event == "session.killed":
             if isinstance(row.session_id, str):
@@ -102,9 +111,11 @@ class LogFacts:
         elif event in ("env.frozen", "env.unfrozen"):
             self.frozen[str(data["env"])] = event == "env.frozen"
         else:  # a decision
+            verdict = event.removeprefix("action.")
             self.decisions[str(data["decision_id"])] = DecisionFact(
-                str(action_id), event.removeprefix("action."), str(data["operator"]), str(data["digest"])
+                str(action_id), verdict, str(data["operator"]), str(data["digest"])
             )
+            self.decided[str(action_id)] = verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,7 @@ class TableRows:
     env_state: list[tuple[object, ...]]  # env, frozen
     decisions: list[tuple[object, ...]]  # decision_id, action_id, verdict, operator, digest
     live_sessions: list[tuple[object, ...]]  # session_id, status: of the sessions the log says were killed
+    decided_actions: list[tuple[object, ...]]  # action_id, state: of the actions the log has decisions for
 
 
 def disagreements(facts: LogFacts, rows: TableRows) -> list[str]:
@@ -125,6 +137,7 @@ def disagreements(facts: LogFacts, rows: TableRows) -> list[str]:
     found += _decisions(facts, rows.decisions)
     found += _policies(facts, rows.policies)
     found += _frozen(facts, rows.env_state)
+    found += _decided(facts, rows.decided_actions)
     found += [
         f"sessions: {sid} is {status} in the table, but the log says it was killed"
         for sid, status in rows.live_sessions
@@ -219,6 +232,18 @@ def _frozen(facts: LogFacts, rows: Iterable[tuple[object, ...]]) -> list[str]:
         for env, frozen in facts.frozen.items()
         if frozen and env not in seen
     ]
+    return out
+
+
+def _decided(facts: LogFacts, rows: Iterable[tuple[object, ...]]) -> list[str]:
+    out: list[str] = []
+    seen: set[object] = set()
+    for action_id, state in rows:
+        seen.add(action_id)
+        want = facts.decided.get(str(action_id))
+        if want is not None and state != want:
+            out.append(f"actions: {action_id} is {state} in the table, the log says {want}")
+    out += [f"actions: {aid} has a decision record but no row" for aid in facts.decided if aid not in seen]
     return out
 
 

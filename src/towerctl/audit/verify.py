@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -108,15 +109,21 @@ def _folded(conn: sqlite3.Connection, facts: LogFacts) -> Iterator[AuditRow]:
         yield row
 
 
+_SESSIONS_IN: Final = "SELECT session_id, status FROM sessions WHERE session_id IN"
+_ACTIONS_IN: Final = "SELECT action_id, state FROM actions WHERE action_id IN"
+
+
+def _rows_of(conn: sqlite3.Connection, sql: str, ids: Iterable[str]) -> list[tuple[object, ...]]:
+    """``sql`` (ending in ``IN``) for these ids, in chunks under SQLite's bound-parameter limit."""
+    wanted = sorted(ids)
+    out: list[tuple[object, ...]] = []
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        out += conn.execute(f"{sql} ({','.join('?' * len(chunk))})", chunk).fetchall()
+    return out
+
+
 def _table_rows(conn: sqlite3.Connection, facts: LogFacts) -> TableRows:
-    killed = sorted(facts.killed)
-    live: list[tuple[object, ...]] = []
-    for i in range(0, len(killed), 500):  # SQLite's bound-parameter limit
-        chunk = killed[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        live += conn.execute(
-            f"SELECT session_id, status FROM sessions WHERE session_id IN ({marks})", chunk
-        ).fetchall()
     return TableRows(
         tokens=conn.execute("SELECT token_id, name, role, envs, hash, revoked_at FROM tokens").fetchall(),
         policies=conn.execute("SELECT env, version, doc FROM policies").fetchall(),
@@ -124,7 +131,8 @@ def _table_rows(conn: sqlite3.Connection, facts: LogFacts) -> TableRows:
         decisions=conn.execute(
             "SELECT decision_id, action_id, verdict, operator, digest FROM decisions"
         ).fetchall(),
-        live_sessions=live,
+        live_sessions=_rows_of(conn, _SESSIONS_IN, facts.killed),
+        decided_actions=_rows_of(conn, _ACTIONS_IN, facts.decided),
     )
 
 
