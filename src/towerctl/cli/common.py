@@ -21,6 +21,16 @@ db_option = click.option(
     default=None,
     help="SQLite database (default: the user data directory).",
 )
+audit_check_option = click.option(
+    "--audit-check-every",
+    "audit_check_every",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Verify the audit log and the tables against it at start and this often, "
+    "in a child process (alert, /healthz, /metrics); 0: never.",
+)
 loop_option = click.option(
     "--loop",
     "loop_kind",

@@ -12,7 +12,7 @@ from typing import IO
 
 import click
 
-from towerctl.cli.common import db_option, fail, loop_factory, loop_name, loop_option
+from towerctl.cli.common import audit_check_option, db_option, fail, loop_factory, loop_name, loop_option
 from towerctl.config import (
     DEFAULT_PORT,
     default_db,
@@ -62,6 +62,7 @@ async def serve_forever(
     webhook: str | None = None,
     webhook_after: float = 60.0,
     writer_process: bool = True,
+    audit_check_every: float = 0.0,
 ) -> None:
     from agent_shim.policy import parse_policy_toml
     from towerctl.hub.server import Hub, HubConfig, freeze_startup_objects
@@ -78,6 +79,7 @@ async def serve_forever(
             webhook_url=webhook,
             webhook_after_s=webhook_after,
             writer_process=writer_process,
+            audit_check_interval_s=audit_check_every,
         )
     )
     await hub.start(policy)
@@ -151,6 +153,7 @@ async def serve_forever(
     metavar="SECONDS",
     help="How long an approval may wait before the webhook is called (once per action).",
 )
+@audit_check_option
 def serve(
     host: str,
     port: int,
@@ -166,6 +169,7 @@ def serve(
     log_json: bool,
     webhook: str | None,
     webhook_after: float,
+    audit_check_every: float,
 ) -> None:
     """Run the hub: /agent and /operator websockets, GET /healthz and GET /metrics on one port."""
     if webhook is not None and not webhook.startswith(("http://", "https://")):
@@ -220,6 +224,7 @@ def serve(
                     webhook=webhook,
                     webhook_after=webhook_after,
                     writer_process=writer == "process",
+                    audit_check_every=audit_check_every,
                 )
             )
     except OSError as exc:

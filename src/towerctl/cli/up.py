@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 import click
 
 from agent_shim.policy import PolicyDoc
-from towerctl.cli.common import db_option, fail, loop_factory, loop_name, loop_option
+from towerctl.cli.common import audit_check_option, db_option, fail, loop_factory, loop_name, loop_option
 from towerctl.config import (
     DEFAULT_PORT,
     data_dir,
@@ -118,6 +118,7 @@ async def start_embedded(
     demo: bool = False,
     policy: PolicyDoc | None = None,
     synchronous: str | None = None,
+    audit_check_every: float = 0.0,
 ) -> Embedded:
     """Start the hub on 127.0.0.1 with local tokens and the URL file; the caller must ``stop()`` it.
 
@@ -136,7 +137,13 @@ async def start_embedded(
     if port != 0 and not port_is_free(port):
         port_taken, port = port, 0
     config = HubConfig(
-        host=HOST, port=port, db_path=db_path, key_path=key_path, synchronous=sync, writer_process=True
+        host=HOST,
+        port=port,
+        db_path=db_path,
+        key_path=key_path,
+        synchronous=sync,
+        writer_process=True,
+        audit_check_interval_s=audit_check_every,
     )
     hub = Hub(config)
     try:
@@ -195,14 +202,27 @@ def _exit_on_signals(loop: asyncio.AbstractEventLoop, exit_app: Callable[[], obj
 
 
 async def run_up(
-    *, port: int, db: Path | None, theme: str | None, demo: bool, agents: int, seed: int | None = None
+    *,
+    port: int,
+    db: Path | None,
+    theme: str | None,
+    demo: bool,
+    agents: int,
+    seed: int | None = None,
+    audit_check_every: float = 0.0,
 ) -> int:
     """Start everything, run the console until it exits, stop everything; the exit status."""
     from towerctl.demo import demo_policy, run_demo_agents
     from towerctl.tui.app import TowerApp
     from towerctl.tui.themes import ThemeError
 
-    emb = await start_embedded(port=port, db=db, demo=demo, policy=demo_policy() if demo else None)
+    emb = await start_embedded(
+        port=port,
+        db=db,
+        demo=demo,
+        policy=demo_policy() if demo else None,
+        audit_check_every=audit_check_every,
+    )
     stop = asyncio.Event()
     demo_task: asyncio.Task[list[AgentRecord]] | None = None
     records: list[AgentRecord] = []
@@ -264,9 +284,17 @@ async def run_up(
     help="How many simulated agents --demo starts.",
 )
 @loop_option
+@audit_check_option
 @click.option("--seed", type=int, default=None, hidden=True, help="Replay the demo agents' choices.")
 def up(
-    demo: bool, port: int, db: str | None, theme: str | None, agents: int, loop_kind: str, seed: int | None
+    demo: bool,
+    port: int,
+    db: str | None,
+    theme: str | None,
+    agents: int,
+    loop_kind: str,
+    audit_check_every: float,
+    seed: int | None,
 ) -> None:
     """Hub on 127.0.0.1 + SQLite + the console, in one command.
 
@@ -301,7 +329,15 @@ def up(
         # The hub and the console share this loop, so it is serve's: uvloop where installed.
         with asyncio.Runner(loop_factory=loop_factory(loop_kind)) as runner:
             code = runner.run(
-                run_up(port=port, db=db_path, theme=chosen_theme, demo=demo, agents=agents, seed=seed)
+                run_up(
+                    port=port,
+                    db=db_path,
+                    theme=chosen_theme,
+                    demo=demo,
+                    agents=agents,
+                    seed=seed,
+                    audit_check_every=audit_check_every,
+                )
             )
     except OSError as exc:
         fail(f"cannot start the hub on {HOST}: {exc.strerror or exc}", 2)

@@ -11,8 +11,10 @@ mix). Two kinds of metric:
 - state, read from the hub's registry and store at scrape time: sessions by
   env and status, pending approvals and the oldest one's age, connected
   operators, store write batches; and the process's descriptors, memory and
-  CPU (``process_*``, prometheus_client's standard names); and how long each
-  garbage collection stopped the process (``towerctl_gc_pause_seconds``).
+  CPU (``process_*``, prometheus_client's standard names); how long each
+  garbage collection stopped the process (``towerctl_gc_pause_seconds``);
+  and whether the hub's own check found its audit log intact
+  (``towerctl_audit_intact``, hub/self_check).
 
 Counters start at zero when the hub process starts, as Prometheus expects.
 """
@@ -32,6 +34,7 @@ from agent_shim.protocol import ActionInfo
 from towerctl.hub.gc_pauses import GcPauses
 
 if TYPE_CHECKING:
+    from towerctl.hub.self_check import AuditStatus
     from towerctl.hub.service import HubService
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -91,6 +94,32 @@ class _StateCollector(Collector):
             yield from (frames, messages)
 
 
+class _AuditCollector(Collector):
+    """The hub's own check of its audit log (hub/self_check), for alerting rules."""
+
+    _VALUES: Final = {"intact": 1.0, "broken": 0.0}
+
+    def __init__(self, status: Callable[[], AuditStatus | None]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        if status is None:
+            return
+        intact = GaugeMetricFamily(
+            "towerctl_audit_intact",
+            "1: audit log intact and the tables agree with it; 0: broken; -1: unchecked or check failed",
+        )
+        intact.add_metric([], self._VALUES.get(status.state, -1.0))
+        yield intact
+        if status.checked_at is not None:
+            when = GaugeMetricFamily(
+                "towerctl_audit_checked_timestamp_seconds", "When the hub last checked its audit log"
+            )
+            when.add_metric([], status.checked_at)
+            yield when
+
+
 def _write_stats(svc: HubService) -> Iterable[Metric]:
     stats = getattr(svc.store, "write_stats", None)
     if stats is None:
@@ -113,7 +142,11 @@ def _write_stats(svc: HubService) -> Iterable[Metric]:
 class HubMetrics:
     """The metrics of one hub; the service calls ``on_proposed`` / ``on_decided``."""
 
-    def __init__(self, service: Callable[[], HubService | None]) -> None:
+    def __init__(
+        self,
+        service: Callable[[], HubService | None],
+        audit: Callable[[], AuditStatus | None] = lambda: None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.actions = Counter(
             "towerctl_actions",
@@ -135,6 +168,7 @@ class HubMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(service))
+        self.registry.register(_AuditCollector(audit))
         # The process's own: open and maximum file descriptors (one per
         # connection: see hub/open_files), resident memory, CPU. Read from
         # /proc at scrape time; exports nothing where there is no /proc.

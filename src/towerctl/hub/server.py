@@ -37,6 +37,7 @@ from towerctl.hub.connections import HELLO_TIMEOUT_S, MAX_STRIKES, ConnectionLoo
 from towerctl.hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from towerctl.hub.metrics import HubMetrics
 from towerctl.hub.notify import ApprovalNotifier
+from towerctl.hub.self_check import AuditSelfCheck
 from towerctl.hub.service import DEFAULT_DECISION_TTL_S, HubService, now_ms
 from towerctl.store import Store, StoreError
 
@@ -70,6 +71,10 @@ class HubConfig:
     #: Commit in a forked writer process instead of a thread (``towerctl serve`` and
     #: ``up`` do): the event loop then has the interpreter to itself.
     writer_process: bool = False
+    #: Verify the audit log and the tables against it at start and every this
+    #: many seconds, in a child process (hub/self_check); 0: never (``serve``
+    #: and ``up`` check hourly).
+    audit_check_interval_s: float = 0.0
 
 
 class Hub(ConnectionLoops):
@@ -83,8 +88,11 @@ class Hub(ConnectionLoops):
         self._principals: dict[ServerConnection, Principal] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._bound_port: int | None = None
+        self.self_check: AuditSelfCheck | None = None
         #: ``GET /metrics``: one registry per hub, surviving stop/start of this object.
-        self.metrics = HubMetrics(lambda: self.service)
+        self.metrics = HubMetrics(
+            lambda: self.service, lambda: self.self_check.status if self.self_check else None
+        )
         self.notifier: ApprovalNotifier | None = None
 
     @property
@@ -141,6 +149,15 @@ class Hub(ConnectionLoops):
         )
         _ = self.port  # remember it: restarts on the same port ask after stop()
         self.metrics.gc_pauses.install()  # last: a start that failed leaves no hook behind
+        if self.config.audit_check_interval_s > 0:
+            svc = self.service
+            self.self_check = AuditSelfCheck(
+                self.config.db_path,
+                self.config.key_path,
+                self.config.audit_check_interval_s,
+                lambda detail: svc.alert("critical", f"audit log check FAILED: {detail}"),
+            )
+            self.self_check.start()
         if self.config.webhook_url:
             self.notifier = ApprovalNotifier(
                 self.config.webhook_url, self.config.webhook_after_s, lambda: self.service
@@ -167,6 +184,8 @@ class Hub(ConnectionLoops):
 
     async def stop(self) -> None:
         self.metrics.gc_pauses.remove()
+        if self.self_check is not None:
+            await self.self_check.stop()
         if self.notifier is not None:
             await self.notifier.stop()
             self.notifier = None
@@ -231,6 +250,7 @@ class Hub(ConnectionLoops):
             "sessions": len(svc.reg.sessions) if svc else 0,
             "pending": len(svc.reg.pending) if svc else 0,
             "operators": len(svc.fanout.operators) if svc else 0,
+            "audit": self.self_check.status.health() if self.self_check else "not checked by this hub",
         }
         resp = conn.respond(http.HTTPStatus.OK, json.dumps(body) + "\n")
         resp.headers["Content-Type"] = "application/json"
