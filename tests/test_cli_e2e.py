@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -188,3 +190,38 @@ async def test_every_command_has_help(tmp_path: Path) -> None:
         code, out, err = await towerctl(tmp_path, name, "--help")
         assert code == 0, (name, err)
         assert "Usage:" in out
+
+
+async def test_sigterm_to_the_whole_group_stops_serve_cleanly(tmp_path: Path) -> None:
+    """systemd's stop (KillMode=control-group) and `timeout` send SIGTERM to every
+    process of the service at once, the writer process included. The hub must
+    still stop as it does on its own SIGTERM: exit 0, no traceback, the log
+    closed by `hub.stopped` under a signed checkpoint."""
+    home = tmp_path / "home"
+    proc = await asyncio.create_subprocess_exec(
+        *TOWERCTL,
+        "serve",
+        "--port",
+        "0",
+        "--audit-check-every",
+        "0",
+        env=cli_env(home),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    seen = ""
+    while "listening on" not in seen:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, f"serve exited early: {seen}"
+        seen += line
+    os.killpg(proc.pid, signal.SIGTERM)
+    rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0, rest
+    assert "Traceback" not in rest, rest
+    with contextlib.closing(sqlite3.connect(home / "tower.db")) as conn:
+        event, seq = conn.execute("SELECT event, seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        (signed,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
+    assert (event, signed) == ("hub.stopped", seq)

@@ -124,10 +124,14 @@ def run_child(sock: socket.socket, applier: Applier) -> None:
     """The forked child's whole life: open, then batches until EOF."""
     # The parent's event loop installed signal handlers and a wakeup fd it
     # shares with us: detach from both. Ctrl-C reaches the whole process
-    # group; the parent decides when we stop (by closing the socket).
+    # group, and so does SIGTERM from systemd's stop (KillMode=control-group)
+    # or `timeout`: dying then would leave the parent's clean stop (its
+    # hub.stopped record and final signed checkpoint) without a writer. The
+    # parent decides when we stop, by closing the socket; its death closes
+    # it too, and SIGKILL still ends us.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         applier.open()
