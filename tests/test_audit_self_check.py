@@ -112,6 +112,11 @@ async def test_a_table_edited_while_the_hub_was_down_is_reported_when_it_starts(
         metrics = await http(hub, "/metrics")
         assert "towerctl_audit_intact 0.0" in metrics
         assert "towerctl_audit_checked_timestamp_seconds " in metrics
+        # Nobody was connected when it was found: an operator who connects now is told.
+        tower.hub = hub
+        async with tower.operator() as op:
+            alert = await next_event(op, lambda m: isinstance(m, Alert), timeout=10)
+        assert alert.level == "critical" and "tk-evil" in alert.message
     finally:
         await hub.stop()
 

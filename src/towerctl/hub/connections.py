@@ -22,6 +22,7 @@ from agent_shim.protocol import (
     PROTOCOL_VERSION,
     AgentHello,
     AgentMessageAdapter,
+    Alert,
     Decide,
     DecisionRefused,
     ErrorMsg,
@@ -49,6 +50,7 @@ from towerctl.store import InvalidTransition, NotFound, StoreError
 
 if TYPE_CHECKING:
     from towerctl.hub.registry import LiveSession
+    from towerctl.hub.self_check import AuditSelfCheck
     from towerctl.hub.server import HubConfig
 
 log = logging.getLogger("towerctl.hub")
@@ -66,6 +68,7 @@ class ConnectionLoops:
 
     config: HubConfig
     service: HubService | None
+    self_check: AuditSelfCheck | None
     _background: set[asyncio.Future[None]]
 
     async def _store_failed(self, conn: ServerConnection, exc: StoreError) -> None:
@@ -220,6 +223,10 @@ class ConnectionLoops:
             conn, principal, svc.snapshot_json, batch=lines, activity=conn.subprotocol == ACTIVITY_SUBPROTOCOL
         )
         op.push(svc.snapshot_json())
+        if self.self_check is not None and self.self_check.status.state == "broken":
+            # Alerts are not replayed, and this one stays true until someone looks.
+            detail = self.self_check.status.detail
+            op.push(encode(Alert(level="critical", message=f"audit log check FAILED: {detail}"[:4000])))
         svc.fanout.add(op)
         svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
         strikes = 0
