@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from agent_shim.protocol_fields import MAX_MESSAGE_BYTES
 from agent_shim.wire import lines_that_fit
 from towerctl.auth import Principal
+from towerctl.tasks import cancel_and_wait
 
 log = logging.getLogger("towerctl.hub")
 
@@ -91,10 +92,7 @@ class OperatorConn:
         self._task = asyncio.create_task(self._sender(), name=f"operator-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def push(self, data: str) -> None:
         """Queue a broadcast event; dropped if a resync is due (the snapshot covers it)."""

@@ -14,7 +14,6 @@ hold up or take down the hub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 from agent_shim.protocol import ActionInfo
+from towerctl.tasks import cancel_and_wait
 from towerctl.textsafe import safe_text
 
 if TYPE_CHECKING:
@@ -93,11 +93,8 @@ class ApprovalNotifier:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="approval-notifier")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         # Posts already handed to a thread finish (bounded by their timeout);
         # nothing waits for them here.
         self._pool.shutdown(wait=False, cancel_futures=True)

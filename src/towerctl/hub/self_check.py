@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from towerctl.tasks import cancel_and_wait
+
 log = logging.getLogger("towerctl.hub")
 
 #: A check that takes longer is stopped and reported as an error.
@@ -86,11 +88,8 @@ class AuditSelfCheck:
         self._task = asyncio.create_task(self._run(), name="audit-self-check")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def check_soon(self) -> None:
         """Check now rather than at the next interval."""
