@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from towerctl.hub.self_check import AuditStatus, status_of
 from towerctl.hub.server import Hub, HubConfig
 
 from .conftest import make_tower, next_event, wait_for
+from .test_audit_tables import tamper
 
 EVIL_TOKEN = (
     "INSERT INTO tokens (token_id, name, role, envs, hash, created_at) VALUES"
@@ -83,15 +83,6 @@ def get(url: str) -> str:
 
 async def http(hub: Hub, path: str) -> str:
     return await asyncio.to_thread(get, hub.url.replace("ws://", "http://") + path)
-
-
-def tamper(db: Path, sql: str) -> None:
-    con = sqlite3.connect(db)
-    try:
-        con.execute(sql)
-        con.commit()
-    finally:
-        con.close()
 
 
 async def test_a_table_edited_while_the_hub_was_down_is_reported_when_it_starts(tmp_path: Path) -> None:

@@ -232,6 +232,17 @@ TAMPERS = {
 }
 
 
+def tamper(db: Path, sql: str) -> int:
+    """One SQL statement on the database file, as someone with write access would; rows changed."""
+    con = sqlite3.connect(db)
+    try:
+        changed = con.execute(sql).rowcount
+        con.commit()
+        return changed
+    finally:
+        con.close()
+
+
 async def test_the_product_s_own_database_agrees_with_its_log(
     built: tuple[Path, Path, dict[str, str]],
 ) -> None:
@@ -247,20 +258,15 @@ async def test_the_product_s_own_database_agrees_with_its_log(
         con.close()
 
 
-@pytest.mark.parametrize("tamper", sorted(TAMPERS))
+@pytest.mark.parametrize("edit", sorted(TAMPERS))
 async def test_a_table_edited_behind_the_log_fails_verify(
-    built: tuple[Path, Path, dict[str, str]], tmp_path: Path, tamper: str
+    built: tuple[Path, Path, dict[str, str]], tmp_path: Path, edit: str
 ) -> None:
     db, key, _ = built
     copy = tmp_path / "tampered.db"
     shutil.copy(db, copy)
-    sql, finding = TAMPERS[tamper]
-    con = sqlite3.connect(copy)
-    try:
-        assert con.execute(sql).rowcount >= 1
-        con.commit()
-    finally:
-        con.close()
+    sql, finding = TAMPERS[edit]
+    assert tamper(copy, sql) >= 1
     result = verify_database(copy, key)
     assert not result.ok and result.first_bad_seq is None
     assert any(finding in f for f in result.tables), result.tables
@@ -269,12 +275,7 @@ async def test_a_table_edited_behind_the_log_fails_verify(
 
 def test_audit_verify_names_the_edit_and_exits_1(built: tuple[Path, Path, dict[str, str]]) -> None:
     db, key, _ = built
-    con = sqlite3.connect(db)
-    try:
-        con.execute(TAMPERS["a denial turned into an approval"][0])
-        con.commit()
-    finally:
-        con.close()
+    tamper(db, TAMPERS["a denial turned into an approval"][0])
     runner = CliRunner()
     result = runner.invoke(cli, ["audit", "verify", "--db", str(db), "--key", str(key)])
     assert result.exit_code == 1
@@ -290,12 +291,7 @@ def test_the_console_says_the_tables_disagree(built: tuple[Path, Path, dict[str,
 
     db, key, _ = built
     assert read_audit(db, key).short.startswith("✓ intact")
-    con = sqlite3.connect(db)
-    try:
-        con.execute(TAMPERS["a freeze lifted"][0])
-        con.commit()
-    finally:
-        con.close()
+    tamper(db, TAMPERS["a freeze lifted"][0])
     reading = read_audit(db, key)
     assert reading.ok is False and reading.short == "✗ tables disagree"
     assert "env_state: staging is not frozen" in reading.line

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,29 +59,38 @@ class Served:
         return OperatorClient(self.url, self.admin_token)
 
 
-@pytest.fixture(params=["auto", "asyncio"])
-async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
-    """``towerctl serve`` on its default loop (uvloop) and on asyncio's."""
-    home = tmp_path / "home"
+async def start_serve(
+    home: Path, *args: str, **popen: Any
+) -> tuple[asyncio.subprocess.Process, str, list[str]]:
+    """``towerctl serve --port 0 ARGS`` as a child; its URL and the stderr lines
+    up to the one that says where it listens (that one last)."""
     proc = await asyncio.create_subprocess_exec(
         *TOWERCTL,
         "serve",
         "--port",
         "0",
-        "--loop",
-        request.param,
+        *args,
         env=cli_env(home),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        **popen,
     )
     assert proc.stderr is not None
-    url = banner = ""
-    while not url:
+    said: list[str] = []
+    while not said or "listening on " not in said[-1]:
         line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, "serve exited early"
-        if "listening on" in line:
-            url, banner = line.split("listening on ", 1)[1].split()[0], line
+        assert line, f"serve exited early: {said}"
+        said.append(line)
+    return proc, said[-1].split("listening on ", 1)[1].split()[0], said
+
+
+@pytest.fixture(params=["auto", "asyncio"])
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """``towerctl serve`` on its default loop (uvloop) and on asyncio's."""
+    home = tmp_path / "home"
+    proc, url, said = await start_serve(home, "--loop", request.param)
+    banner = said[-1]
     try:
         yield Served(home, proc, url, request.param, banner)
     finally:
@@ -198,25 +208,8 @@ async def test_sigterm_to_the_whole_group_stops_serve_cleanly(tmp_path: Path) ->
     still stop as it does on its own SIGTERM: exit 0, no traceback, the log
     closed by `hub.stopped` under a signed checkpoint."""
     home = tmp_path / "home"
-    proc = await asyncio.create_subprocess_exec(
-        *TOWERCTL,
-        "serve",
-        "--port",
-        "0",
-        "--audit-check-every",
-        "0",
-        env=cli_env(home),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc, _, _ = await start_serve(home, "--audit-check-every", "0", start_new_session=True)
     assert proc.stderr is not None
-    seen = ""
-    while "listening on" not in seen:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, f"serve exited early: {seen}"
-        seen += line
     os.killpg(proc.pid, signal.SIGTERM)
     rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
     assert await asyncio.wait_for(proc.wait(), 30) == 0, rest

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent_shim import Shim
 from towerctl.hub.open_files import LOW_WATER, RESERVED, UNLIMITED, OpenFiles, raise_open_file_limit
 
-from .test_cli_e2e import TOWERCTL, cli_env
+from .test_cli_e2e import start_serve
 
 
 def room(n: int) -> str:
@@ -92,25 +92,7 @@ async def test_serve_started_with_a_low_soft_limit_welcomes_more_agents_than_it(
     if hard != resource.RLIM_INFINITY and hard < agents + 2 * RESERVED + 100:
         pytest.skip(f"the hard open-file limit ({hard}) is too low for this test")
     home = tmp_path / "home"
-    proc = await asyncio.create_subprocess_exec(
-        *TOWERCTL,
-        "serve",
-        "--port",
-        "0",
-        env=cli_env(home),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=lambda: _lower_soft_limit(100),
-    )
-    assert proc.stderr is not None
-    url, said = "", []
-    while not url:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, f"serve exited early: {said}"
-        said.append(line)
-        if "listening on" in line:
-            url = line.split("listening on ", 1)[1].split()[0]
+    proc, url, said = await start_serve(home, preexec_fn=lambda: _lower_soft_limit(100))
     try:
         assert any("raised from 100" in line for line in said), said
         token = (home / "tokens" / "agent.token").read_text().strip()
