@@ -295,3 +295,20 @@ def test_the_console_says_the_tables_disagree(built: tuple[Path, Path, dict[str,
     reading = read_audit(db, key)
     assert reading.ok is False and reading.short == "✗ tables disagree"
     assert "env_state: staging is not frozen" in reading.line
+
+
+def test_verify_against_an_exported_checkpoint_holds_the_tables_too(
+    built: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    db, key, _ = built
+    runner = CliRunner()
+    exported = tmp_path / "cp.json"
+    result = runner.invoke(
+        cli, ["audit", "checkpoint", "--db", str(db), "--key", str(key), "--export", str(exported)]
+    )
+    assert result.exit_code == 0, result.output
+    verify = ["audit", "verify", "--db", str(db), "--checkpoint", str(exported)]
+    assert runner.invoke(cli, verify).exit_code == 0
+    tamper(db, TAMPERS["an admin token added"][0])
+    result = runner.invoke(cli, verify)
+    assert result.exit_code == 1 and "tk-evil (mallory, admin) has no token.created record" in result.output

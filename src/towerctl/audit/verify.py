@@ -17,7 +17,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from towerctl.audit.chain import AuditRow, CheckpointRow, VerifyResult, verify
+from towerctl.audit.chain import REWRITTEN, AuditRow, CheckpointRow, VerifyResult, verify
 from towerctl.audit.signing import load_public_key
 from towerctl.audit.tables import LogFacts, TableRows, disagreements
 
@@ -76,22 +76,36 @@ def _checkpoint_row(r: tuple[object, ...]) -> CheckpointRow:
     )
 
 
-def verify_connection(conn: sqlite3.Connection, public_key: Ed25519PublicKey | None) -> VerifyResult:
+def verify_connection(
+    conn: sqlite3.Connection,
+    public_key: Ed25519PublicKey | None,
+    exported: CheckpointRow | None = None,
+) -> VerifyResult:
     """Verify inside one read transaction, so that a hub writing meanwhile
     cannot make the checkpoints look newer than the records read, nor the
     tables newer than the log (each change and its record commit together).
 
-    An intact chain is then held against the tables the hub acts on
-    (:mod:`towerctl.audit.tables`): a token, policy, freeze, decision or
-    killed session changed in a table and not in the log fails too."""
+    ``exported``: a checkpoint kept off the box, added to the stored ones (it
+    wins over a stored one claiming the same seq). An intact chain is then
+    held against the tables the hub acts on (:mod:`towerctl.audit.tables`): a
+    token, policy, freeze, decision or killed session changed in a table and
+    not in the log fails too."""
     try:
         conn.execute("BEGIN")
         try:
             checkpoints = [_checkpoint_row(r) for r in conn.execute(_CHECKPOINT_SQL)]
+            same: list[CheckpointRow] = []
+            if exported is not None:
+                same = [c for c in checkpoints if c.seq == exported.seq]
+                checkpoints = [c for c in checkpoints if c.seq != exported.seq] + [exported]
             facts = LogFacts()
             result = verify(_folded(conn, facts), checkpoints, public_key)
             if not result.ok:
                 return result
+            if exported is not None and any(
+                c.hash != exported.hash or c.signature != exported.signature for c in same
+            ):  # the stored copy of the exported checkpoint was rewritten
+                return dataclasses.replace(result, ok=False, first_bad_seq=exported.seq, problem=REWRITTEN)
             found = disagreements(facts, _table_rows(conn, facts))
         finally:
             conn.execute("COMMIT")
@@ -246,29 +260,4 @@ def verify_against_checkpoint(
     that was cut below it, or rewritten up to it, fails even if the
     checkpoints table was rewritten too."""
     with closing(open_readonly(db_path)) as conn:
-        try:
-            conn.execute("BEGIN")
-            try:
-                stored = [_checkpoint_row(r) for r in conn.execute(_CHECKPOINT_SQL)]
-                rows = (_audit_row(r) for r in conn.execute(_AUDIT_SQL))
-                # The exported checkpoint goes last so that it wins over a stored
-                # one claiming the same seq.
-                others = [c for c in stored if c.seq != checkpoint.seq]
-                same = [c for c in stored if c.seq == checkpoint.seq]
-                result = verify(rows, [*others, checkpoint], public_key)
-            finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise AuditReadError(f"cannot read the audit log: {exc}") from exc
-    if result.ok and any(c.hash != checkpoint.hash or c.signature != checkpoint.signature for c in same):
-        from towerctl.audit.chain import REWRITTEN
-
-        return VerifyResult(
-            ok=False,
-            records=result.records,
-            checkpoints=result.checkpoints,
-            first_bad_seq=checkpoint.seq,
-            problem=REWRITTEN,
-            checkpoints_verified=True,
-        )
-    return result
+        return verify_connection(conn, public_key, exported=checkpoint)
