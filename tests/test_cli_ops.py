@@ -52,11 +52,11 @@ async def test_sessions_pause_resume_kill_from_the_cli(served: Served) -> None:
 
 async def test_freeze_pauses_the_environment(served: Served) -> None:
     async with Shim(served.url, agent_token(served), agent="f", env="staging") as shim:
-        code, _, err = await towerctl(served.home, "freeze", "staging", "--reason", "incident 42")
-        assert code == 0, err
+        code, out, err = await towerctl(served.home, "freeze", "staging", "--reason", "incident 42")
+        assert code == 0 and out == "staging: frozen\n", err
         await wait_for(lambda: shim.paused)
-        code, _, err = await towerctl(served.home, "unfreeze", "staging")
-        assert code == 0, err
+        code, out, err = await towerctl(served.home, "unfreeze", "staging")
+        assert code == 0 and out == "staging: unfrozen\n", err
         await wait_for(lambda: not shim.paused)
 
 

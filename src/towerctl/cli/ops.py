@@ -192,7 +192,7 @@ def _freeze_command(frozen: bool) -> click.Command:
             if as_json:
                 emit_json({"env": env, "frozen": frozen})
             else:
-                click.echo(f"{env}: {name}d" if not frozen else f"{env}: frozen")
+                click.echo(f"{env}: {'frozen' if frozen else 'unfrozen'}")
 
         run(_with_client(url, token, go))
 
