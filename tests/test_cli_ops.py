@@ -141,3 +141,12 @@ async def test_operator_commands_fail_clearly_without_a_hub(tmp_path: Path) -> N
 async def test_exec_without_token_is_denied(tmp_path: Path) -> None:
     code, _, err = await asyncio.wait_for(towerctl(tmp_path, "exec", "--", "true"), 30)
     assert code == 126 and "no agent token" in err
+
+
+async def test_policy_apply_of_a_file_with_no_environment_fails(tmp_path: Path) -> None:
+    """An emptied file would change nothing: it is an error, not a silent success."""
+    empty = tmp_path / "policy.toml"
+    empty.write_text("# prod's rules: to be written\n")
+    code, out, err = await towerctl(tmp_path / "home", "policy", "apply", str(empty))
+    assert code == 2 and out == ""
+    assert "defines no [environments.NAME] table: nothing to apply" in err

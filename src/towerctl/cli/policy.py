@@ -83,6 +83,10 @@ def show(env: str | None, db: str | None, url: str | None, token: str | None, as
 def apply(file: str, db: str | None, url: str | None, token: str | None) -> None:
     """Apply FILE: through the running hub (pushed to shims at once), or to --db offline."""
     doc = _load_file(file)
+    if not doc.environments:
+        # Valid (every environment keeps its built-in), but applying it changes
+        # nothing: a wrong or emptied file must not look like a success.
+        fail(f"{file} defines no [environments.NAME] table: nothing to apply", 2)
     if db:
         import time
 
