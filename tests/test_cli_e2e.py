@@ -30,11 +30,13 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
-async def towerctl(home: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+async def towerctl(
+    home: Path, *args: str, stdin: bytes | None = None, extra_env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *TOWERCTL,
         *args,
-        env=cli_env(home),
+        env={**cli_env(home), **(extra_env or {})},
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -218,3 +220,24 @@ async def test_sigterm_to_the_whole_group_stops_serve_cleanly(tmp_path: Path) ->
         event, seq = conn.execute("SELECT event, seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         (signed,) = conn.execute("SELECT max(seq) FROM checkpoints").fetchone()
     assert (event, signed) == ("hub.stopped", seq)
+
+
+async def test_exec_fails_closed_when_the_tower_cannot_be_reached(tmp_path: Path) -> None:
+    """Even a command the policy allows: a one-shot process that never reached the
+    tower would run it unrecorded, its proposal dying with it."""
+    from .test_hooks import closed_port
+
+    marker = tmp_path / "ran"
+    env = {
+        "TOWER_URL": f"ws://127.0.0.1:{closed_port()}",
+        "TOWER_TOKEN": "twr_x",
+        "TOWER_CONNECT_TIMEOUT": "0.5",
+        "TOWER_NO_DAEMON": "1",  # in-process; the daemon's refusal is tested with the gates
+    }
+    code, out, err = await towerctl(
+        tmp_path / "home", "exec", "--env", "dev", "--", "touch", str(marker), extra_env=env
+    )
+    assert code == 126 and out == "", err
+    assert "tower unreachable" in err and "failing closed" in err
+    assert "retrying" not in err  # said once, in the refusal
+    assert not marker.exists()

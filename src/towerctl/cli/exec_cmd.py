@@ -44,6 +44,11 @@ async def _run(
     hub_key: str = "",
 ) -> int:
     from agent_shim import Action, ActionDenied, SessionKilled, Shim, new_action_id
+    from towerctl.integrations import runtime
+    from towerctl.localshim.shimclient.settings import connect_timeout
+
+    timeout = connect_timeout()  # TOWER_CONNECT_TIMEOUT, as the daemon's client reads it
+    runtime.quiet_shim_log()  # the refusal below says what went wrong, once
 
     command, run_argv = _as_action_command(argv)
     child: list[asyncio.subprocess.Process] = []
@@ -55,13 +60,26 @@ async def _run(
 
     try:
         shim = Shim(
-            url, token, agent=agent, env=env, connect_timeout=3.0, on_kill=on_kill, hub_key=hub_key or None
+            url,
+            token,
+            agent=agent,
+            env=env,
+            connect_timeout=timeout,
+            on_kill=on_kill,
+            hub_key=hub_key or None,
         )
     except ValueError as exc:
         click.echo(f"towerctl: denied: bad hub key: {exc}", err=True)
         return EXIT_DENIED
-    await shim.start()
     try:
+        # A one-shot process that never reached the tower would run an allowed
+        # command unrecorded (its queued proposal dies with it): fail closed, as
+        # the daemon, the gates and the hooks do.
+        try:
+            await runtime.connect(shim, timeout)
+        except runtime.Unreachable as exc:
+            click.echo(f"towerctl: denied: tower unreachable at {url} ({exc}); failing closed", err=True)
+            return EXIT_DENIED
         action = Action(
             action_id=new_action_id(),
             kind="shell",
@@ -103,6 +121,8 @@ async def _run(
         code = await proc.wait()
         approved.set_result(code)
         shim.report(approved)
+        if not await runtime.flush(shim):
+            click.echo("towerctl: warning: the outcome could not be reported to the tower", err=True)
         return code if code >= 0 else 128 - code
     finally:
         await shim.close()
