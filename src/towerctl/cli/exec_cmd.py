@@ -47,7 +47,7 @@ async def _run(
     from towerctl.integrations import runtime
     from towerctl.localshim.shimclient.settings import connect_timeout
 
-    timeout = connect_timeout()  # TOWER_CONNECT_TIMEOUT, as the daemon's client reads it
+    wait_s = connect_timeout()  # TOWER_CONNECT_TIMEOUT, as the daemon's client reads it
     runtime.quiet_shim_log()  # the refusal below says what went wrong, once
 
     command, run_argv = _as_action_command(argv)
@@ -60,13 +60,7 @@ async def _run(
 
     try:
         shim = Shim(
-            url,
-            token,
-            agent=agent,
-            env=env,
-            connect_timeout=timeout,
-            on_kill=on_kill,
-            hub_key=hub_key or None,
+            url, token, agent=agent, env=env, connect_timeout=wait_s, on_kill=on_kill, hub_key=hub_key or None
         )
     except ValueError as exc:
         click.echo(f"towerctl: denied: bad hub key: {exc}", err=True)
@@ -76,7 +70,7 @@ async def _run(
         # command unrecorded (its queued proposal dies with it): fail closed, as
         # the daemon, the gates and the hooks do.
         try:
-            await runtime.connect(shim, timeout)
+            await runtime.connect(shim, wait_s)
         except runtime.Unreachable as exc:
             click.echo(f"towerctl: denied: tower unreachable at {url} ({exc}); failing closed", err=True)
             return EXIT_DENIED
