@@ -41,7 +41,7 @@ def record_gist(data: object) -> str:
     code, message = data.get("code"), data.get("message")
     if not what and isinstance(code, str) and code:  # a refused decision: why
         what = f"{code}: {message}" if isinstance(message, str) and message else code
-    code = data.get("exit_code")
-    if not what and type(code) is int:
-        what = f"exit {code}"
+    exit_code = data.get("exit_code")
+    if not what and type(exit_code) is int:
+        what = f"exit {exit_code}"
     return " · ".join(part for part in (states_text(data), str(what)) if part)

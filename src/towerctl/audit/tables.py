@@ -19,6 +19,7 @@ log, and only a decided action's state changes what the hub will sign.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ class LogFacts:
             known = self.tokens.get(token_id)
             if known is None:
                 raise KeyError(token_id)
-            self.tokens[token_id] = TokenFact(known.name, known.role, known.envs, known.hash, revoked=True)
+            self.tokens[token_id] = dataclasses.replace(known, revoked=True)
         elif event == "policy.applied":
             version = data["version"]
             if type(version) is not int:
@@ -247,8 +248,8 @@ def _decided(facts: LogFacts, rows: Iterable[tuple[object, ...]]) -> list[str]:
     return out
 
 
-def _diff(want: object, got: object) -> str:
-    names = getattr(want, "__slots__", ())
+def _diff(want: TokenFact | DecisionFact, got: TokenFact | DecisionFact) -> str:
+    names = [f.name for f in dataclasses.fields(want)]
     parts = [
         f"{name} {getattr(got, name)!r}, recorded {getattr(want, name)!r}"
         for name in names

@@ -65,6 +65,7 @@ async def _run(
     except ValueError as exc:
         click.echo(f"towerctl: denied: bad hub key: {exc}", err=True)
         return EXIT_DENIED
+    flushed = False
     try:
         # A one-shot process that never reached the tower would run an allowed
         # command unrecorded (its queued proposal dies with it): fail closed, as
@@ -115,11 +116,13 @@ async def _run(
         code = await proc.wait()
         approved.set_result(code)
         shim.report(approved)
+        flushed = True  # flush closes the shim
         if not await runtime.flush(shim):
             click.echo("towerctl: warning: the outcome could not be reported to the tower", err=True)
         return code if code >= 0 else 128 - code
     finally:
-        await shim.close()
+        if not flushed:
+            await shim.close()
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

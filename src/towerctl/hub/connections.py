@@ -223,10 +223,10 @@ class ConnectionLoops:
             conn, principal, svc.snapshot_json, batch=lines, activity=conn.subprotocol == ACTIVITY_SUBPROTOCOL
         )
         op.push(svc.snapshot_json())
-        if self.self_check is not None and self.self_check.status.state == "broken":
+        audit = self.self_check.status if self.self_check is not None else None
+        if audit is not None and audit.state == "broken":
             # Alerts are not replayed, and this one stays true until someone looks.
-            detail = self.self_check.status.detail
-            op.push(encode(Alert(level="critical", message=f"audit log check FAILED: {detail}"[:4000])))
+            op.push(encode(Alert(level="critical", message=audit.alert()[:4000])))
         svc.fanout.add(op)
         svc.fanout.send(encode(OperatorsEvent(operators=svc.fanout.names())))
         strikes = 0

@@ -52,6 +52,10 @@ class AuditStatus:
         """The ``audit`` field of ``/healthz``."""
         return f"{self.state}: {self.detail}" if self.detail else self.state
 
+    def alert(self) -> str:
+        """What operators are told of a broken log: when it is found, and on connecting after."""
+        return f"audit log check FAILED: {self.detail}"
+
 
 def status_of(returncode: int | None, stdout: bytes, stderr: bytes, now: float) -> AuditStatus:
     """What one run of ``towerctl audit verify --json`` said (pure: tested without a process)."""
@@ -64,10 +68,9 @@ def status_of(returncode: int | None, stdout: bytes, stderr: bytes, now: float) 
         count = records if type(records) is int else 0
         if report["ok"]:
             return AuditStatus("intact", "", count, now)
-        bad, tables = report.get("first_bad_seq"), report.get("tables")
+        bad = report.get("first_bad_seq")
         where = f"record {bad}: " if type(bad) is int else ""
-        if tables and type(bad) is not int:
-            where = "the tables disagree with the log: "
+        where = where or ("the tables disagree with the log: " if report.get("tables") else "")
         return AuditStatus("broken", f"{where}{report.get('problem') or 'unknown problem'}", count, now)
     why = stderr.decode("utf-8", "replace").strip().splitlines()
     return AuditStatus("error", (why[-1] if why else f"exit status {returncode}")[:500], 0, now)
@@ -76,7 +79,9 @@ def status_of(returncode: int | None, stdout: bytes, stderr: bytes, now: float) 
 class AuditSelfCheck:
     """Checks at start and every ``interval_s``; ``on_broken`` hears each new finding."""
 
-    def __init__(self, db: Path, key: Path, interval_s: float, on_broken: Callable[[str], None]) -> None:
+    def __init__(
+        self, db: Path, key: Path, interval_s: float, on_broken: Callable[[AuditStatus], None]
+    ) -> None:
         self.db, self.key, self.interval_s = db, key, interval_s
         self.status = AuditStatus()
         self._on_broken = on_broken
@@ -118,15 +123,12 @@ class AuditSelfCheck:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT_S)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             late = AuditStatus("error", f"no answer within {CHECK_TIMEOUT_S:g}s", 0, time.time())
             return self._settle(late)
-        except asyncio.CancelledError:  # the hub is stopping: do not leave the child behind
+        finally:  # timed out, or the hub is stopping: never leave the child behind
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-            raise
         return self._settle(status_of(proc.returncode, out, err, time.time()))
 
     def _settle(self, status: AuditStatus) -> AuditStatus:
@@ -138,7 +140,7 @@ class AuditSelfCheck:
             log.error("audit self-check: BROKEN: %s", status.detail)
             if status.detail != self._told:  # each finding once, not every interval
                 self._told = status.detail
-                self._on_broken(status.detail)
+                self._on_broken(status)
         else:
             log.warning("audit self-check could not run: %s", status.detail)
         return status

@@ -155,7 +155,7 @@ class Hub(ConnectionLoops):
                 self.config.db_path,
                 self.config.key_path,
                 self.config.audit_check_interval_s,
-                lambda detail: svc.alert("critical", f"audit log check FAILED: {detail}"),
+                lambda status: svc.alert("critical", status.alert()),
             )
             self.self_check.start()
         if self.config.webhook_url:
