@@ -97,6 +97,7 @@ async def throughput(
         "rates": res["rates"],
         "hub_cpu": round(probe.cpu, 2),
         "serve_cpu": round(probe.own_cpu, 2),
+        "serve_wait": round(probe.own_wait, 2),
         "machine_cpu": round(probe.machine, 2),
         "client_cpu": res["client_cpu"],
         "ack_ms": res["allowed_ms_pooled"],
@@ -105,7 +106,8 @@ async def throughput(
     }
     log(
         f"hub sync={sync} {n} agents: {fmt(row['rate'])} actions/s (hub cpu {probe.cpu:.2f}, "
-        f"serve alone {probe.own_cpu:.2f}, machine {probe.machine:.2f}, "
+        f"serve alone {probe.own_cpu:.2f} (+{probe.own_wait:.2f} waiting for a CPU), "
+        f"machine {probe.machine:.2f}, "
         f"client cpu {res['client_cpu']}, ack p50 {res['allowed_ms_pooled']['p50']} ms) "
         f"errors={res['errors']}"
     )

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from harness import machine_busy_s, proc_cpu_s, self_cpu_s, tree_cpu_s
+from harness import machine_busy_s, proc_cpu_s, proc_wait_s, self_cpu_s, tree_cpu_s
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -104,11 +104,14 @@ class CpuProbe:
     def __init__(self, pid: int, on_measuring: Callable[[], Awaitable[None]] | None = None) -> None:
         self.pid = pid
         self.on_measuring = on_measuring
-        self.c0 = self.t0 = self.busy0 = self.self0 = self.own0 = 0.0
+        self.c0 = self.t0 = self.busy0 = self.self0 = self.own0 = self.wait0 = 0.0
         self.cpu = float("nan")
         #: The process alone, without its children: the hub's serve process is
         #: one thread, so this near 1.0 means it is the stage that saturates.
         self.own_cpu = float("nan")
+        #: Cores' worth of time the process was runnable but waited for a CPU:
+        #: ``own_cpu + own_wait`` near 1.0 means it always had work.
+        self.own_wait = float("nan")
         #: Cores busy on the whole machine, and in this process (the bench's
         #: operator client runs here), over the same windows.
         self.machine = self.self_cpu = float("nan")
@@ -117,7 +120,7 @@ class CpuProbe:
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "measuring":
             self.c0, self.t0 = tree_cpu_s(self.pid), time.monotonic()
-            self.own0 = proc_cpu_s(self.pid)
+            self.own0, self.wait0 = proc_cpu_s(self.pid), proc_wait_s(self.pid)
             self.busy0, self.self0 = machine_busy_s(), self_cpu_s()
             self.rss_during = rss_kib(self.pid)
             if self.on_measuring is not None:
@@ -126,6 +129,7 @@ class CpuProbe:
             wall = max(1e-9, time.monotonic() - self.t0)
             self.cpu = (tree_cpu_s(self.pid) - self.c0) / wall
             self.own_cpu = (proc_cpu_s(self.pid) - self.own0) / wall
+            self.own_wait = (proc_wait_s(self.pid) - self.wait0) / wall
             self.machine = (machine_busy_s() - self.busy0) / wall
             self.self_cpu = (self_cpu_s() - self.self0) / wall
             self.rss_during = max(self.rss_during, rss_kib(self.pid))

@@ -193,10 +193,12 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         t = thr["full"][n]
         if n.isdigit() and "serve_cpu" in t:
             machine = t.get("machine_cpu", "?")
+            wait = t.get("serve_wait")
+            waited = f" + {wait} runnable, waiting for a CPU" if wait is not None else ""
             rows.append(
                 (
                     f"serve process busy (one thread), {n} agents (full)",
-                    f"{t['serve_cpu']} of 1 core; hub {t['hub_cpu']}, machine {machine} of 2",
+                    f"{t['serve_cpu']} of 1 core{waited}; hub {t['hub_cpu']}, machine {machine} of 2",
                     "—",
                     "—",
                     "—",

@@ -10,7 +10,10 @@ serve process's event loop, its writer process, or the load. This starts a
 fresh ``towerctl serve`` (real SQLite file, real policy, audit chain) with
 ``bench/harness.start_hub``, drives it with ``bench/load_raw.py --mode closed``
 in its own process, and between the load's ``measuring`` and ``measured``
-marks reads ``/proc`` CPU of the serve process and of each of its children.
+marks reads ``/proc`` CPU of the serve process and of each of its children,
+and how long each was runnable but waiting for a CPU (``/proc/PID/schedstat``:
+on two cores the three processes contend, and a serve process busy 0.85 of a
+core that waited 0.14 had work all the time).
 Single probes move ±10 % on a shared machine: compare probes run back to
 back, and keep claims for fleet_bench.py's ratios.
 
@@ -33,7 +36,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import children, gc_pause_buckets, gc_pauses_between, proc_cpu_s, quiet_gc, start_hub
+from harness import (
+    children,
+    gc_pause_buckets,
+    gc_pauses_between,
+    proc_cpu_s,
+    proc_wait_s,
+    quiet_gc,
+    start_hub,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,6 +117,8 @@ async def probe(
         pids = [hub.proc.pid]
         cpu0: dict[int, float] = {}
         cpu: dict[int, float] = {}
+        wait0: dict[int, float] = {}
+        wait: dict[int, float] = {}
         t0 = elapsed = own0 = own = 0.0
         events0 = events = 0
         done: dict[str, Any] = {}
@@ -117,11 +130,13 @@ async def probe(
                 gc0 = await asyncio.to_thread(gc_pause_buckets, hub.url)  # before the CPU mark
                 pids = [hub.proc.pid, *children(hub.proc.pid)]
                 cpu0 = {p: proc_cpu_s(p) for p in pids}
+                wait0 = {p: proc_wait_s(p) for p in pids}
                 t0, own0 = time.monotonic(), time.process_time()
                 events0 = op.events if op else 0
             elif event.get("event") == "measured":
                 elapsed = time.monotonic() - t0
                 cpu = {p: (proc_cpu_s(p) - cpu0[p]) / elapsed for p in pids}
+                wait = {p: (proc_wait_s(p) - wait0[p]) / elapsed for p in pids}
                 own = (time.process_time() - own0) / elapsed
                 events = round(((op.events if op else 0) - events0) / elapsed)
                 serve_gc = gc_pauses_between(gc0, await asyncio.to_thread(gc_pause_buckets, hub.url))
@@ -147,6 +162,12 @@ async def probe(
         "rate_median": rate,
         "errors": done["errors"],
         "cores": {"serve": round(loop_cores, 2), "writer": round(writer_cores, 2), "load": client},
+        # Cores' worth of time each hub process was runnable but had no CPU:
+        # serve's busy + waiting near 1.0 means it always had work.
+        "waiting": {
+            "serve": round(wait.get(hub.proc.pid, 0.0), 2),
+            "writer": round(sum(v for p, v in wait.items() if p != hub.proc.pid), 2),
+        },
         "us_per_action": {
             "serve": round(loop_cores / rate * 1e6),
             "writer": round(writer_cores / rate * 1e6),
@@ -190,6 +211,7 @@ def main() -> None:
         f"{res['agents']} agents, {res['offered']}, sync {res['sync']}, {res['writer']} writer: "
         f"{res['rate_median']:.0f} actions/s (windows {res['rates']}); CPU per action: "
         f"serve {us['serve']} us, writer {us['writer']} us, load {us['load']} us; "
+        f"serve busy {res['cores']['serve']} + waiting for a CPU {res['waiting']['serve']} of 1 core; "
         + (f"operator client {opr['cores']} cores, {opr['events_per_s']} events/s; " if opr else "")
         + f"ack p50 {res['ack_ms']['p50']} p99 {res['ack_ms']['p99']} ms; "
         + f"serve GC in the windows {pauses['collections']:.0f} ({pauses['over_10ms']:.0f} over 10 ms, "

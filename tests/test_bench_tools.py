@@ -4,6 +4,7 @@ themselves belong to the benchmarks, not to tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -247,6 +248,32 @@ async def test_the_fleet_bench_scrapes_the_hubs_collections(tmp_path: Path) -> N
     assert seen["collections"] >= 1 and seen["longest_le_ms"] > 0
 
 
+def test_a_process_that_had_to_wait_for_a_cpu_says_how_long() -> None:
+    """Three processes spinning on one CPU: each runs a third of the time and
+    waits the rest, so its wait is about twice its CPU time (a reading of the
+    wrong schedstat field would give the CPU time itself)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    from harness import proc_wait_s
+
+    if not Path("/proc/self/schedstat").exists():
+        pytest.skip("the kernel keeps no schedstat here")
+    cpu = min(os.sched_getaffinity(0))
+    spin = (
+        f"import os, sys, time; sys.path.insert(0, {str(bench)!r}); from harness import proc_wait_s\n"
+        f"os.sched_setaffinity(0, {{{cpu}}}); t = time.monotonic() + 0.5\n"
+        "while time.monotonic() < t: pass\n"
+        "print(proc_wait_s(os.getpid()), time.process_time())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    figures = [[float(x) for x in p.communicate(timeout=30)[0].split()] for p in procs]
+    waited, ran = sum(f[0] for f in figures), sum(f[1] for f in figures)
+    assert waited > 1.3 * ran > 0, figures
+    assert proc_wait_s(2**22 + 7) == 0.0  # no such process: no figure, no error
+
+
 def test_the_fleet_table_shows_how_busy_the_serve_process_was() -> None:
     """Whether the serve process, one thread, saturated: on every run's table."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -276,6 +303,10 @@ def test_the_fleet_table_shows_how_busy_the_serve_process_was() -> None:
     busy = [line for line in table.splitlines() if "serve process busy" in line]
     assert len(busy) == 1 and "0.85 of 1 core; hub 1.22, machine 1.8 of 2" in busy[0]
     assert "(serve 97 + writer 42); serve alone 0.88 of its core" in table
+    # With the time it waited for a CPU (schedstat), the row says it had work all along.
+    out["throughput"]["full"]["1000"]["serve_wait"] = 0.14
+    table, _ = build_table(out)
+    assert "0.85 of 1 core + 0.14 runnable, waiting for a CPU; hub 1.22" in table
     # A run from before the figure existed still makes its table, without the row.
     del out["throughput"]["full"]["1000"]["serve_cpu"]
     table, _ = build_table(out)
