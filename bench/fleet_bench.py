@@ -51,7 +51,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fleet_phases_baseline import ceiling_phase, echo_phase  # noqa: E402
+from fleet_phases_baseline import ceiling_phase, echo_again_phase, echo_phase  # noqa: E402
 from fleet_phases_hub import hub_phase, tui_phase  # noqa: E402
 from fleet_procs import log  # noqa: E402
 from fleet_report import build_table  # noqa: E402
@@ -72,6 +72,7 @@ async def amain(args: argparse.Namespace) -> None:
         ("echo", echo_phase),
         ("ceiling", ceiling_phase),
         ("hub", hub_phase),
+        ("echo again", echo_again_phase),
         ("tui", tui_phase),
     ):
         started = time.monotonic()

@@ -152,6 +152,19 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append(
             (f"allowed actions/s, {n} agents (sync full)", fmt(t), fmt(e) if e else "—", f"{r:.3f}x", target)
         )
+    for n in sorted((k for k in echo if k.isdigit()), key=lambda k: (len(k), k)):
+        e = echo[n]
+        if "rate_after" in e:  # measured again after the hub: the limit above pools both
+            ratios[f"echo_after_vs_before_{n}"] = ratio(e["rate_after"]["median"], e["rate_before"]["median"])
+            rows.append(
+                (
+                    f"echo round trips/s before / after the hub, {n} clients",
+                    "—",
+                    f"{fmt(e['rate_before'])} / {fmt(e['rate_after'])}",
+                    f"{ratios[f'echo_after_vs_before_{n}']:.3f}x",
+                    "—",
+                )
+            )
     ceiling = out.get("ceiling", {})
     for n in sorted((k for k in ceiling if k.isdigit()), key=lambda k: (len(k), k)):
         c, e = ceiling[n]["rate"], echo.get(n, {}).get("rate")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 
 from bench.writer_bench import run
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def test_writer_bench_runs_on_the_current_store_with_and_without_extra_sql() -> None:
@@ -272,6 +275,37 @@ def test_a_process_that_had_to_wait_for_a_cpu_says_how_long() -> None:
     waited, ran = sum(f[0] for f in figures), sum(f[1] for f in figures)
     assert waited > 1.3 * ran > 0, figures
     assert proc_wait_s(2**22 + 7) == 0.0  # no such process: no figure, no error
+
+
+async def test_echo_is_measured_again_after_the_hub_and_the_ratio_divides_by_both_runs() -> None:
+    """A real echo server and client, briefly: the second run's windows join
+    the first's, and the table shows both runs beside the ratio."""
+    sys.path.insert(0, str(BENCH))
+    import argparse
+
+    from fleet_phases_baseline import echo_again_phase
+    from fleet_report import build_table
+    from fleet_run import Bench
+
+    bench = Bench(argparse.Namespace(quick=True))
+    bench.scales, bench.window_s, bench.warmup_s = [10, 100], 0.3, 0.2
+    before = {"median": 1.0, "min": 1.0, "max": 1.0}
+    bench.out["echo"] = {
+        "10": {"rate": before, "rates": [1.0], "client_cpu": 0.5, "server_cpu": 0.2},
+        "100": {"rate": before, "rates": [1.0, 1.0, 1.0], "client_cpu": 0.5, "server_cpu": 0.2},
+        "rss_per_idle_conn_kib": 15.0,
+    }
+    await echo_again_phase(bench)
+    e = bench.out["echo"]["100"]
+    assert e["rate_before"] == before and e["rate_after"]["median"] > 100
+    assert len(e["rates"]) == 6 and e["rate"]["median"] == pytest.approx(statistics.median(e["rates"]), abs=1)
+    assert "rate_after" not in bench.out["echo"]["10"]  # no target at 10 agents: not measured again
+    rate = {"median": 50.0, "min": 50.0, "max": 50.0}
+    bench.out["throughput"] = {"full": {"100": {"rate": rate, "hub_cpu": 1.0}}, "normal": {}}
+    table, ratios = build_table(bench.out)
+    assert ratios["throughput_100"] == pytest.approx(50 / e["rate"]["median"], abs=0.001)
+    (row,) = [line for line in table.splitlines() if "before / after the hub, 100 clients" in line]
+    assert "1 (1-1) / " in row and ratios["echo_after_vs_before_100"] > 100
 
 
 def test_the_fleet_table_shows_how_busy_the_serve_process_was() -> None:
