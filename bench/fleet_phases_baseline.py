@@ -15,7 +15,7 @@ from typing import Any
 
 from fleet_procs import HERE, PY, CpuProbe, log, nofile_limit, rss_kib, run_json_proc
 from fleet_report import fmt, spread
-from fleet_run import Bench
+from fleet_run import TARGET_SCALES, Bench
 
 
 @contextlib.asynccontextmanager
@@ -42,7 +42,8 @@ async def _echo_server() -> AsyncIterator[tuple[str, int]]:
 
 async def _echo_rate(bench: Bench, url: str, pid: int, n: int, windows: int | None = None) -> dict[str, Any]:
     probe = CpuProbe(pid)
-    argv = [PY, str(HERE / "echo_baseline.py"), "client", url, "--clients", str(n), *bench.win_args(windows)]
+    windows_args = bench.win_args(windows) if windows else bench.scale_args(n)
+    argv = [PY, str(HERE / "echo_baseline.py"), "client", url, "--clients", str(n), *windows_args]
     res = await run_json_proc(argv, 120, probe)
     return {
         "rate": spread(res["rates"], 0),
@@ -72,11 +73,6 @@ async def echo_phase(bench: Bench) -> None:
                 f"(client cpu {e['client_cpu']}, server cpu {e['server_cpu']})"
             )
         bench.out["echo"] = echo
-
-
-#: The scales whose ratio to echo has a target (issue 6): echo is measured
-#: again at these after the hub's phases.
-TARGET_SCALES = (100, 1000)
 
 
 async def echo_again_phase(bench: Bench) -> None:
@@ -122,7 +118,7 @@ async def ceiling_phase(bench: Bench) -> None:
         url, pid = first["url"], first["pid"]
         for n in bench.scales:
             probe = CpuProbe(pid)
-            argv = [PY, str(HERE / "load_raw.py"), url, "unused", "--agents", str(n), *bench.win_args()]
+            argv = [PY, str(HERE / "load_raw.py"), url, "unused", "--agents", str(n), *bench.scale_args(n)]
             res = await run_json_proc(argv, 120, probe)
             ceiling[str(n)] = {
                 "rate": spread(res["rates"], 0),

@@ -71,7 +71,7 @@ async def throughput(
                     "-p",
                     str(pid),
                     "-d",
-                    "15",
+                    "11",
                     "-r",
                     "100",
                     "--subprocesses",
@@ -86,9 +86,8 @@ async def throughput(
 
     probe = CpuProbe(pid, start_spy)
     acked = bench.outfile(f"acked-{sync}-{n}")
-    res = await run_json_proc(
-        load(hub, n, "--mode", "closed", *bench.win_args(windows), "--out", str(acked)), 240, probe
-    )
+    win = bench.win_args(windows) if windows else bench.scale_args(n)
+    res = await run_json_proc(load(hub, n, "--mode", "closed", *win, "--out", str(acked)), 240, probe)
     for p in spy:
         await asyncio.wait_for(p.wait(), 60)
     bench.acked_files[sync].append(acked)
@@ -283,7 +282,7 @@ async def hub_phase(bench: Bench) -> None:
         if bench.args.profile:
             RESULTS.mkdir(exist_ok=True)
             raw = RESULTS / "fleet-profile.raw"
-            thr["full"]["1000-profiled"] = await throughput(bench, hub, "full", 1000, windows=8, profile=raw)
+            thr["full"]["1000-profiled"] = await throughput(bench, hub, "full", 1000, windows=6, profile=raw)
             bench.out["profile"] = summarise_profile(raw)
         # The fixed load is 1,000 actions/s from 1,000 agents: offered
         # when the hub's closed-loop throughput at 1,000 agents is comfortably
