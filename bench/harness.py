@@ -8,6 +8,7 @@ share an event loop or a core's time slice with it by accident.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import os
@@ -102,6 +103,15 @@ def proc_wait_s(pid: int) -> float:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Confine every thread of a live process to ``cpus`` (threads it starts
+    later inherit it). ``os.sched_setaffinity`` takes one thread id: the
+    serve process also has its read and executor threads."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def children(pid: int) -> list[int]:

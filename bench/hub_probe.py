@@ -40,6 +40,7 @@ from harness import (
     children,
     gc_pause_buckets,
     gc_pauses_between,
+    pin,
     proc_cpu_s,
     proc_wait_s,
     quiet_gc,
@@ -78,6 +79,7 @@ async def probe(
     offered: float = 0.0,
     operator: bool = False,
     ask_frac: float = 0.0,
+    pinned: bool = False,
 ) -> dict[str, Any]:
     from towerctl.operator import OperatorClient
 
@@ -113,6 +115,13 @@ async def probe(
             "1",
         ]
         load = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+        if pinned:
+            # The serve process alone on the first CPU; its writer and the load
+            # (which stands in for agents on other machines) on the others.
+            first, *rest = sorted(os.sched_getaffinity(0))
+            pin(hub.proc.pid, {first})
+            for pid in (*children(hub.proc.pid), load.pid):
+                pin(pid, set(rest))
         assert load.stdout is not None
         pids = [hub.proc.pid]
         cpu0: dict[int, float] = {}
@@ -158,6 +167,7 @@ async def probe(
         "offered": f"{offered:.0f}/s offered" if offered else "closed loop",
         "sync": sync,
         "writer": writer,
+        "pinned": pinned,
         "rates": done["rates"],
         "rate_median": rate,
         "errors": done["errors"],
@@ -190,9 +200,16 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.0, help="offered actions/s (open loop, prod); 0: closed")
     ap.add_argument("--operator", action="store_true", help="an operator client that approves at once")
     ap.add_argument("--ask-frac", type=float, default=0.0, help="share of actions that need approval")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="serve process alone on the first CPU, its writer and the load on the others",
+    )
     args = ap.parse_args()
     if args.ask_frac > 0 and not (args.operator and args.rate > 0):
         ap.error("--ask-frac needs --rate and --operator (someone has to approve)")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin needs at least 2 CPUs")
     res = asyncio.run(
         probe(
             args.agents,
@@ -202,13 +219,16 @@ def main() -> None:
             offered=args.rate,
             operator=args.operator,
             ask_frac=args.ask_frac,
+            pinned=args.pin,
         )
     )
     us = res["us_per_action"]
     opr = res["operator"]
     pauses = res["serve_gc"]
     print(
-        f"{res['agents']} agents, {res['offered']}, sync {res['sync']}, {res['writer']} writer: "
+        f"{res['agents']} agents, {res['offered']}, sync {res['sync']}, {res['writer']} writer"
+        + (", serve pinned alone" if res["pinned"] else "")
+        + ": "
         f"{res['rate_median']:.0f} actions/s (windows {res['rates']}); CPU per action: "
         f"serve {us['serve']} us, writer {us['writer']} us, load {us['load']} us; "
         f"serve busy {res['cores']['serve']} + waiting for a CPU {res['waiting']['serve']} of 1 core; "

@@ -251,6 +251,32 @@ async def test_the_fleet_bench_scrapes_the_hubs_collections(tmp_path: Path) -> N
     assert seen["collections"] >= 1 and seen["longest_le_ms"] > 0
 
 
+def test_pinning_a_process_confines_every_one_of_its_threads() -> None:
+    """hub_probe --pin: the serve process has threads besides its event loop."""
+    sys.path.insert(0, str(BENCH))
+    from harness import pin
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: nothing to confine a process to")
+    cpu = max(os.sched_getaffinity(0))
+    code = (
+        "import sys, threading\nthreading.Thread(target=sys.stdin.read).start()\n"
+        "print('up', flush=True)\nsys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        tids = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+        assert len(tids) == 2
+        pin(proc.pid, {cpu})
+        assert all(os.sched_getaffinity(t) == {cpu} for t in tids)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_process_that_had_to_wait_for_a_cpu_says_how_long() -> None:
     """Three processes spinning on one CPU: each runs a third of the time and
     waits the rest, so its wait is about twice its CPU time (a reading of the
