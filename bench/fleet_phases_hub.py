@@ -21,7 +21,17 @@ from typing import Any
 from fleet_procs import HERE, PY, CpuProbe, log, nofile_limit, rss_kib, run_json_proc
 from fleet_report import fmt, spread, summarise_profile
 from fleet_run import RESULTS, Bench
-from harness import ServedHub, child_env, gc_pause_buckets, gc_pauses_between, pct, quiet_gc, start_hub
+from harness import (
+    ServedHub,
+    child_env,
+    children,
+    gc_pause_buckets,
+    gc_pauses_between,
+    pct,
+    pin,
+    quiet_gc,
+    start_hub,
+)
 
 from agent_shim.protocol import ActionEvent
 from towerctl.operator import OperatorClient
@@ -58,9 +68,20 @@ async def throughput(
     *,
     windows: int | None = None,
     profile: Path | None = None,
+    pinned: bool = False,
 ) -> dict[str, Any]:
+    """``pinned``: the serve process alone on the first CPU, its writer and the
+    load on the others, as when agents run on other machines (the serve
+    process then never waits for a CPU behind them); undone afterwards."""
     pid = hub.proc.pid
     spy: list[asyncio.subprocess.Process] = []
+    cpus = sorted(os.sched_getaffinity(0))
+
+    def place(load_pid: int) -> None:
+        if pinned:
+            pin(pid, {cpus[0]})
+            for other in (*children(pid), load_pid):
+                pin(other, set(cpus[1:]))
 
     async def start_spy() -> None:
         if profile is not None:
@@ -87,7 +108,14 @@ async def throughput(
     probe = CpuProbe(pid, start_spy)
     acked = bench.outfile(f"acked-{sync}-{n}")
     win = bench.win_args(windows) if windows else bench.scale_args(n)
-    res = await run_json_proc(load(hub, n, "--mode", "closed", *win, "--out", str(acked)), 240, probe)
+    try:
+        res = await run_json_proc(
+            load(hub, n, "--mode", "closed", *win, "--out", str(acked)), 240, probe, on_start=place
+        )
+    finally:
+        if pinned:
+            for p in (pid, *children(pid)):
+                pin(p, set(cpus))
     for p in spy:
         await asyncio.wait_for(p.wait(), 60)
     bench.acked_files[sync].append(acked)
@@ -104,7 +132,8 @@ async def throughput(
         "acked": res["acked"],
     }
     log(
-        f"hub sync={sync} {n} agents: {fmt(row['rate'])} actions/s (hub cpu {probe.cpu:.2f}, "
+        f"hub sync={sync} {n} agents{' (serve pinned alone)' if pinned else ''}: "
+        f"{fmt(row['rate'])} actions/s (hub cpu {probe.cpu:.2f}, "
         f"serve alone {probe.own_cpu:.2f} (+{probe.own_wait:.2f} waiting for a CPU), "
         f"machine {probe.machine:.2f}, "
         f"client cpu {res['client_cpu']}, ack p50 {res['allowed_ms_pooled']['p50']} ms) "
@@ -284,6 +313,8 @@ async def hub_phase(bench: Bench) -> None:
             raw = RESULTS / "fleet-profile.raw"
             thr["full"]["1000-profiled"] = await throughput(bench, hub, "full", 1000, windows=6, profile=raw)
             bench.out["profile"] = summarise_profile(raw)
+        if len(os.sched_getaffinity(0)) >= 2:
+            thr["full"]["1000-pinned"] = await throughput(bench, hub, "full", 1000, pinned=True)
         # The issue's fixed load is 1,000 actions/s from 1,000 agents: offered
         # when the hub's closed-loop throughput at 1,000 agents is comfortably
         # above it (else it would only measure queueing in an overloaded hub),

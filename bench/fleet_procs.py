@@ -62,8 +62,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def run_json_proc(argv: list[str], timeout: float, hook: EventHook | None = None) -> dict[str, Any]:
-    """Run a bench process; hand each JSON event line to ``hook``; return the ``done`` event."""
+async def run_json_proc(
+    argv: list[str],
+    timeout: float,
+    hook: EventHook | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run a bench process; hand each JSON event line to ``hook``; return the
+    ``done`` event. ``on_start`` gets its pid as soon as it runs."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
@@ -71,6 +77,8 @@ async def run_json_proc(argv: list[str], timeout: float, hook: EventHook | None 
         stdin=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    if on_start is not None:
+        on_start(proc.pid)
     done: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     try:

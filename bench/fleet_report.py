@@ -152,6 +152,22 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         rows.append(
             (f"allowed actions/s, {n} agents (sync full)", fmt(t), fmt(e) if e else "—", f"{r:.3f}x", target)
         )
+    pinned = thr["full"].get("1000-pinned")
+    if pinned and "1000" in echo:
+        # The same hub with its serve process alone on a CPU (writer and load on
+        # the other): what the shared cores cost it. Not the target's figure.
+        t, e = pinned["rate"], echo["1000"]["rate"]
+        ratios["throughput_1000_pinned"] = r = ratio(t["median"], e["median"])
+        waited = pinned.get("serve_wait", "?")
+        rows.append(
+            (
+                "allowed actions/s, 1000 agents, serve alone on a CPU (sync full)",
+                f"{fmt(t)}; serve busy {pinned['serve_cpu']} + waiting {waited}",
+                fmt(e),
+                f"{r:.3f}x",
+                "—",
+            )
+        )
     for n in sorted((k for k in echo if k.isdigit()), key=lambda k: (len(k), k)):
         e = echo[n]
         if "rate_after" in e:  # measured again after the hub: the limit above pools both

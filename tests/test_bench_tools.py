@@ -367,6 +367,13 @@ def test_the_fleet_table_shows_how_busy_the_serve_process_was() -> None:
     out["throughput"]["full"]["1000"]["serve_wait"] = 0.14
     table, _ = build_table(out)
     assert "0.85 of 1 core + 0.14 runnable, waiting for a CPU; hub 1.22" in table
+    # The same hub with its serve process alone on a CPU: its own row and ratio, no target.
+    pinned = {**out["throughput"]["full"]["1000"], "rate": rate(9900), "serve_wait": 0.02}
+    out["throughput"]["full"]["1000-pinned"] = pinned
+    table, ratios = build_table(out)
+    (row,) = [line for line in table.splitlines() if "serve alone on a CPU" in line]
+    assert "9900 (9900-9900); serve busy 0.85 + waiting 0.02" in row and "| 0.660x | —" in row
+    assert ratios["throughput_1000_pinned"] == 0.66 and ratios["throughput_1000"] == 0.583
     # A run from before the figure existed still makes its table, without the row.
     del out["throughput"]["full"]["1000"]["serve_cpu"]
     table, _ = build_table(out)
