@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,11 @@ from fleet_run import RESULTS, Bench
 from harness import (
     ServedHub,
     child_env,
-    children,
     gc_pause_buckets,
     gc_pauses_between,
     pct,
-    pin,
     quiet_gc,
+    serve_alone,
     start_hub,
 )
 
@@ -75,13 +75,11 @@ async def throughput(
     process then never waits for a CPU behind them); undone afterwards."""
     pid = hub.proc.pid
     spy: list[asyncio.subprocess.Process] = []
-    cpus = sorted(os.sched_getaffinity(0))
+    undo: list[Callable[[], None]] = []
 
     def place(load_pid: int) -> None:
         if pinned:
-            pin(pid, {cpus[0]})
-            for other in (*children(pid), load_pid):
-                pin(other, set(cpus[1:]))
+            undo.append(serve_alone(pid, load_pid))
 
     async def start_spy() -> None:
         if profile is not None:
@@ -113,9 +111,8 @@ async def throughput(
             load(hub, n, "--mode", "closed", *win, "--out", str(acked)), 240, probe, on_start=place
         )
     finally:
-        if pinned:
-            for p in (pid, *children(pid)):
-                pin(p, set(cpus))
+        for fn in undo:
+            fn()
     for p in spy:
         await asyncio.wait_for(p.wait(), 60)
     bench.acked_files[sync].append(acked)

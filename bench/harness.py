@@ -16,6 +16,7 @@ import resource
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -112,6 +113,22 @@ def pin(pid: int, cpus: set[int]) -> None:
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(task.name), cpus)
+
+
+def serve_alone(serve_pid: int, load_pid: int) -> Callable[[], None]:
+    """The serve process alone on the first CPU, its children (the writer
+    process) and the load on the others, as when agents run on other
+    machines; returns what undoes it for the hub's processes (the load exits)."""
+    first, *rest = sorted(os.sched_getaffinity(0))
+    pin(serve_pid, {first})
+    for pid in (*children(serve_pid), load_pid):
+        pin(pid, set(rest))
+
+    def undo() -> None:
+        for pid in (serve_pid, *children(serve_pid)):
+            pin(pid, {first, *rest})
+
+    return undo
 
 
 def children(pid: int) -> list[int]:

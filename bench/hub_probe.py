@@ -40,10 +40,10 @@ from harness import (
     children,
     gc_pause_buckets,
     gc_pauses_between,
-    pin,
     proc_cpu_s,
     proc_wait_s,
     quiet_gc,
+    serve_alone,
     start_hub,
 )
 
@@ -116,12 +116,7 @@ async def probe(
         ]
         load = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
         if pinned:
-            # The serve process alone on the first CPU; its writer and the load
-            # (which stands in for agents on other machines) on the others.
-            first, *rest = sorted(os.sched_getaffinity(0))
-            pin(hub.proc.pid, {first})
-            for pid in (*children(hub.proc.pid), load.pid):
-                pin(pid, set(rest))
+            serve_alone(hub.proc.pid, load.pid)  # the hub stops after this probe
         assert load.stdout is not None
         pids = [hub.proc.pid]
         cpu0: dict[int, float] = {}

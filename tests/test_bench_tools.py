@@ -277,6 +277,39 @@ def test_pinning_a_process_confines_every_one_of_its_threads() -> None:
         proc.wait()
 
 
+def test_the_serve_process_alone_on_a_cpu_and_back() -> None:
+    """hub_probe --pin and the fleet's pinned row: the serve process on the
+    first CPU, its child (the writer) and the load on the others; undone after."""
+    sys.path.insert(0, str(BENCH))
+    from harness import serve_alone
+
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to confine a process to")
+    first, rest = min(cpus), cpus - {min(cpus)}
+    wait = "import sys; sys.stdin.read()"
+    parent = (
+        "import subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {wait!r}], stdin=subprocess.PIPE)\n"
+        "print(child.pid, flush=True)\nsys.stdin.read()\nchild.communicate(b'')"
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    load = subprocess.Popen([sys.executable, "-c", wait], stdin=subprocess.PIPE, text=True)
+    try:
+        assert serve.stdout is not None
+        writer = int(serve.stdout.readline())
+        undo = serve_alone(serve.pid, load.pid)
+        assert os.sched_getaffinity(serve.pid) == {first}
+        assert os.sched_getaffinity(writer) == rest and os.sched_getaffinity(load.pid) == rest
+        undo()
+        assert os.sched_getaffinity(serve.pid) == cpus and os.sched_getaffinity(writer) == cpus
+    finally:
+        for p in (serve, load):
+            p.communicate("", timeout=30)
+
+
 def test_a_process_that_had_to_wait_for_a_cpu_says_how_long() -> None:
     """Three processes spinning on one CPU: each runs a third of the time and
     waits the rest, so its wait is about twice its CPU time (a reading of the
