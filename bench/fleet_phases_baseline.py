@@ -42,9 +42,8 @@ async def _echo_server() -> AsyncIterator[tuple[str, int]]:
 
 async def _echo_rate(bench: Bench, url: str, pid: int, n: int, windows: int | None = None) -> dict[str, Any]:
     probe = CpuProbe(pid)
-    windows_args = bench.win_args(windows) if windows else bench.scale_args(n)
-    argv = [PY, str(HERE / "echo_baseline.py"), "client", url, "--clients", str(n), *windows_args]
-    res = await run_json_proc(argv, 120, probe)
+    client = [PY, str(HERE / "echo_baseline.py"), "client", url, "--clients", str(n)]
+    res = await run_json_proc([*client, *bench.scale_args(n, windows)], 120, probe)
     return {
         "rate": spread(res["rates"], 0),
         "rates": res["rates"],

@@ -105,7 +105,7 @@ async def throughput(
 
     probe = CpuProbe(pid, start_spy)
     acked = bench.outfile(f"acked-{sync}-{n}")
-    win = bench.win_args(windows) if windows else bench.scale_args(n)
+    win = bench.scale_args(n, windows)
     try:
         res = await run_json_proc(
             load(hub, n, "--mode", "closed", *win, "--out", str(acked)), 240, probe, on_start=place

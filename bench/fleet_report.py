@@ -138,13 +138,17 @@ def tui_rows(tui: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+def _scales(figures: dict[str, Any]) -> list[str]:
+    """The agent counts measured, smallest first; not the extra runs kept
+    beside them ("1000-profiled", "1000-pinned") nor other keys."""
+    return sorted((k for k in figures if k.isdigit()), key=int)
+
+
 def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rows: list[tuple[str, str, str, str, str]] = []
     ratios: dict[str, Any] = {}
     echo, thr = out["echo"], out["throughput"]
-    for n in sorted(thr["full"], key=lambda k: (len(k), k)):
-        if not n.isdigit():
-            continue
+    for n in _scales(thr["full"]):
         t, e = thr["full"][n]["rate"], echo.get(n, {}).get("rate")
         r = ratio(t["median"], e["median"]) if e else float("nan")
         ratios[f"throughput_{n}"] = r
@@ -168,7 +172,7 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "—",
             )
         )
-    for n in sorted((k for k in echo if k.isdigit()), key=lambda k: (len(k), k)):
+    for n in _scales(echo):
         e = echo[n]
         if "rate_after" in e:  # measured again after the hub: the limit above pools both
             ratios[f"echo_after_vs_before_{n}"] = ratio(e["rate_after"]["median"], e["rate_before"]["median"])
@@ -182,7 +186,7 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 )
             )
     ceiling = out.get("ceiling", {})
-    for n in sorted((k for k in ceiling if k.isdigit()), key=lambda k: (len(k), k)):
+    for n in _scales(ceiling):
         c, e = ceiling[n]["rate"], echo.get(n, {}).get("rate")
         t = thr["full"].get(n, {}).get("rate")
         r = ratio(c["median"], e["median"]) if e else float("nan")
@@ -200,10 +204,10 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                     "—",
                 )
             )
-    for n in sorted(thr["full"], key=lambda k: (len(k), k)):
+    for n in _scales(thr["full"]):
         # Noise-robust companion: work per CPU-second of the server process.
         t, e = thr["full"][n], echo.get(n)
-        if not n.isdigit() or not e or not t["hub_cpu"] or not e["server_cpu"]:
+        if not e or not t["hub_cpu"] or not e["server_cpu"]:
             continue
         hub_eff, echo_eff = t["rate"]["median"] / t["hub_cpu"], e["rate"]["median"] / e["server_cpu"]
         r = ratio(hub_eff, echo_eff)
@@ -217,10 +221,10 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 "—",
             )
         )
-    for n in sorted(thr["full"], key=lambda k: (len(k), k)):
+    for n in _scales(thr["full"]):
         # Whether the serve process, one thread, is the stage that saturates.
         t = thr["full"][n]
-        if n.isdigit() and "serve_cpu" in t:
+        if "serve_cpu" in t:
             machine = t.get("machine_cpu", "?")
             wait = t.get("serve_wait")
             waited = f" + {wait} runnable, waiting for a CPU" if wait is not None else ""
@@ -234,7 +238,7 @@ def build_table(out: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 )
             )
     rows += budget_rows(out)
-    for n in sorted(thr["normal"], key=lambda k: (len(k), k)):
+    for n in _scales(thr["normal"]):
         t, e = thr["normal"][n]["rate"], echo.get(n, {}).get("rate")
         r = ratio(t["median"], e["median"]) if e else float("nan")
         ratios[f"throughput_{n}_sync_normal"] = r

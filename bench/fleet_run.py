@@ -52,9 +52,12 @@ class Bench:
             str(self.window_s),
         ]
 
-    def scale_args(self, n: int) -> list[str]:
-        """``win_args`` for a closed loop at ``n`` agents or clients."""
-        return self.win_args(None if n in TARGET_SCALES else min(3, self.windows))
+    def scale_args(self, n: int, windows: int | None = None) -> list[str]:
+        """``win_args`` for a closed loop at ``n`` agents or clients: ``windows``
+        if given, else the run's (3 at a scale without a target)."""
+        if windows is None and n not in TARGET_SCALES:
+            windows = min(3, self.windows)
+        return self.win_args(windows)
 
     def outfile(self, tag: str) -> Path:
         self._n += 1
