@@ -34,6 +34,7 @@ from agent_shim.protocol import ActionInfo
 from towerctl.hub.gc_pauses import GcPauses
 
 if TYPE_CHECKING:
+    from towerctl.hub.registry import ProposedAction
     from towerctl.hub.self_check import AuditStatus
     from towerctl.hub.service import HubService
 
@@ -177,7 +178,7 @@ class HubMetrics:
         self.gc_pauses = GcPauses(self.registry)
         self._action_children: dict[tuple[str, str, str], Any] = {}
 
-    def on_proposed(self, info: ActionInfo) -> None:
+    def on_proposed(self, info: ActionInfo | ProposedAction) -> None:
         # labels() costs ~10 µs (validation, a lock, a dict): once per action at
         # fleet rates is worth a cache of the children, keyed the same way.
         key = (info.env, info.policy_verdict, info.risk)

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from agent_shim.protocol import ActionInfo, Report, Started
-from towerctl.hub.registry import FinishedAction, LiveSession
+from towerctl.hub.registry import FinishedAction, LiveSession, ProposedAction
 from towerctl.hub.service_base import Refused, ServiceBase, _row_to_info, now_ms
 from towerctl.store import InvalidTransition, NotFound
 from towerctl.store.models import ActionRow, OutcomeRow
@@ -154,7 +154,7 @@ class ActionOutcomes(ServiceBase):
             reported_at=now_ms(),
         )
 
-    def _finished(self, sess: LiveSession, info: ActionInfo, msg: Report) -> None:
+    def _finished(self, sess: LiveSession, info: ActionInfo | ProposedAction, msg: Report) -> None:
         if sess.current_action == info.action.command:
             sess.current_action = ""
         self._announce_action(

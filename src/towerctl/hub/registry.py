@@ -15,9 +15,16 @@ from typing import Final
 from websockets.asyncio.server import ServerConnection
 
 from agent_shim.gate import Assessor
-from agent_shim.policy import EnvPolicy, RateWindow, policy_for
-from agent_shim.protocol import ActionInfo, PolicyInfo, SessionActivity, SessionInfo, SessionStatus
-from agent_shim.types import ActionState
+from agent_shim.policy import EnvPolicy, RateWindow, Rule, policy_for
+from agent_shim.protocol import (
+    Action,
+    ActionInfo,
+    PolicyInfo,
+    SessionActivity,
+    SessionInfo,
+    SessionStatus,
+)
+from agent_shim.types import ActionState, Risk, Verdict
 
 RECENT_ACTIONS: Final = 500
 #: Actions kept in memory until they finish. Beyond this the oldest are dropped
@@ -81,15 +88,69 @@ class PendingAction:
 
 
 @dataclass(slots=True)
+class ProposedAction:
+    """A proposal's ActionInfo, its fields held and the model built only when
+    an operator is sent it (a snapshot, a flush, an action that waits).
+
+    Validating an ActionInfo was ~4 % of the serve process's own work per
+    action (``bench/serve_path.py``), and an allowed action is usually
+    reported, and forgotten, before any console asks for it. Every field
+    comes from a validated message, the session's validated hello or the
+    hub's own judgement, so building the model later cannot fail where
+    building it at once would not; a test holds the two equal."""
+
+    action: Action
+    session_id: str
+    agent: str
+    env: str
+    digest: str
+    risk: Risk
+    reasons: tuple[str, ...]
+    policy_verdict: Verdict
+    rule: Rule | None
+    explanation: str
+    state: ActionState
+    created_at: int
+    expires_at: int | None
+
+    def action_info(
+        self,
+        state: ActionState | None = None,
+        exit_code: int | None = None,
+        duration_ms: int | None = None,
+        output_tail: str = "",
+    ) -> ActionInfo:
+        """The model, in its proposed state or (from a FinishedAction) its outcome's."""
+        return ActionInfo(
+            action=self.action,
+            session_id=self.session_id,
+            agent=self.agent,
+            env=self.env,
+            digest=self.digest,
+            risk=self.risk,
+            reasons=self.reasons,
+            policy_verdict=self.policy_verdict,
+            rule=self.rule,
+            explanation=self.explanation,
+            state=self.state if state is None else state,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            exit_code=exit_code,
+            duration_ms=duration_ms,
+            output_tail=output_tail,
+        )
+
+
+@dataclass(slots=True)
 class LiveAction:
     """An action that may still start or finish. ``started`` and ``report``
     are checked against this, not against the store: no read on the hot path."""
 
-    info: ActionInfo
+    info: ActionInfo | ProposedAction
     state: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinishedAction:
     """An action's state after its report: the proposal's ActionInfo and the
     report's figures, made into one ActionInfo only when an operator is sent it
@@ -97,7 +158,7 @@ class FinishedAction:
     ~2.5 % of the serve process under cProfile, and a hub spends much of its
     life with no console attached."""
 
-    info: ActionInfo
+    info: ActionInfo | ProposedAction
     state: ActionState
     exit_code: int | None
     duration_ms: int | None
@@ -108,6 +169,8 @@ class FinishedAction:
         return self.info.action.action_id
 
     def action_info(self) -> ActionInfo:
+        if isinstance(self.info, ProposedAction):
+            return self.info.action_info(self.state, self.exit_code, self.duration_ms, self.output_tail)
         return self.info.model_copy(
             update={
                 "state": self.state,
@@ -119,7 +182,7 @@ class FinishedAction:
 
 
 #: What the hub remembers of an action it announced.
-Announced = ActionInfo | FinishedAction
+Announced = ActionInfo | ProposedAction | FinishedAction
 
 
 def as_info(entry: Announced) -> ActionInfo:
@@ -127,7 +190,7 @@ def as_info(entry: Announced) -> ActionInfo:
 
 
 def announced_id(entry: Announced) -> str:
-    return entry.action.action_id if isinstance(entry, ActionInfo) else entry.action_id
+    return entry.action_id if isinstance(entry, FinishedAction) else entry.action.action_id
 
 
 class Registry:
@@ -170,7 +233,7 @@ class Registry:
         entries = list(self.recent)[-n:] if n > 0 else []
         return tuple(as_info(e) for e in entries)
 
-    def track(self, info: ActionInfo, state: str) -> LiveAction:
+    def track(self, info: ActionInfo | ProposedAction, state: str) -> LiveAction:
         live = self.live[info.action.action_id] = LiveAction(info, state)
         if len(self.live) > LIVE_LIMIT:
             del self.live[next(iter(self.live))]
