@@ -89,11 +89,10 @@ class Batches:
                 policy_verdict="allow",
                 rule=None,
                 state="allowed",
-                body=(body := {**BODY, "action_id": aid}),
+                body=ops.to_json({**BODY, "action_id": aid}),  # as the hub sends it (made for the digest)
                 created_at=self.t0,
                 updated_at=self.t0,
                 expires_at=None,
-                body_json=ops.to_json(body),  # as the hub sends it (made for the digest)
             )
             out.append(
                 partial(ops.action_proposed, row=row, actor="agent:bench", ts_ms=self.t0, started=True)

@@ -47,7 +47,12 @@ def test_fast_digest_equals_the_canonical_one(
     )
     assert a.digest() == tagged_digest(ACTION_DIGEST_TAG, a.model_dump(mode="json"))
     assert body_digest(a.model_dump(mode="json")) == a.digest()
-    # The hub stores the very text it digested: what the writer would have encoded.
+    # The hub stores the very text it digested: what the writer would have encoded,
+    # made from the instance's values without a dump.
     assert body_text_and_digest(a.model_dump(mode="json")) == (to_json(a.model_dump(mode="json")), a.digest())
+    assert a.text_and_digest() == (to_json(a.model_dump(mode="json")), a.digest())
+    assert a.model_copy(update={"reason": reason + ":"}).text_and_digest()[0] == to_json(
+        {**a.model_dump(mode="json"), "reason": reason + ":"}
+    )
     # Any change to any field changes the digest.
     assert a.model_copy(update={"command": command + " "}).digest() != a.digest()

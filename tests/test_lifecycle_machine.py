@@ -144,7 +144,7 @@ class Lifecycle(RuleBasedStateMachine):
             policy_verdict=verdict,
             rule=None,
             state=state,
-            body=action.model_dump(mode="json"),
+            body=action.text_and_digest()[0],
             created_at=ts,
             updated_at=ts,
             expires_at=ts + 300_000 if state == "pending" else None,

@@ -37,7 +37,7 @@ PENDING = ActionRow(
         "rule": {"kind": "shell", "match": "rm *", "verdict": "ask"},
         "reasons": ("rm: deletes", "a: b"),
         "expires_at": T0 + 60_000,
-        "body_json": '{"command":"rm -rf /x"}',
+        "body": '{"command":"rm -rf /x"}',
     }
 )
 

@@ -95,7 +95,7 @@ def action(
         policy_verdict=verdict,
         rule={"kind": "k8s", "match": "kubectl delete*", "verdict": verdict},
         state=state,
-        body={"action_id": aid, "kind": "k8s", "command": "kubectl delete deployment api"},
+        body=to_json({"action_id": aid, "kind": "k8s", "command": "kubectl delete deployment api"}),
         created_at=T0,
         updated_at=T0,
         expires_at=expires_at,
@@ -424,7 +424,7 @@ async def test_propose_decide_run_finish_round_trip(store: Store) -> None:
     rows = await store.audit_rows(action_id="a-1")
     assert events(rows) == ["action.proposed", "action.approved", "action.running", "action.succeeded"]
     assert [r.actor for r in rows] == ["agent:claude", "alice", "agent:claude", "agent:claude"]
-    assert rows[0].data["body"] == action().body and rows[0].data["digest"] == DIGEST
+    assert rows[0].data["body"] == json.loads(action().body) and rows[0].data["digest"] == DIGEST
     assert (rows[0].data["states"], rows[0].data["policy_verdict"]) == (["pending"], "ask")
     assert rows[0].data["expires_at"] == action().expires_at
     assert rows[1].data["operator"] == "alice" and rows[1].data["digest"] == DIGEST
@@ -443,7 +443,7 @@ async def test_the_per_action_records_are_canonical_without_the_walk(store: Stor
     row = dataclasses.replace(
         action("a-odd", state="allowed", verdict="allow"),
         command=odd,
-        body={"action_id": "a-odd", "kind": "shell", "command": odd, "declared_risk": None},
+        body=to_json({"action_id": "a-odd", "kind": "shell", "command": odd, "declared_risk": None}),
         rule=None,
     )
     await store.session_started(session(), resumed=False, ts_ms=T0)
@@ -454,7 +454,7 @@ async def test_the_per_action_records_are_canonical_without_the_walk(store: Stor
     assert events(rows) == ["action.proposed", "action.failed"]
     for r in rows:
         assert canonical_json(json.loads(r.body)) == r.body.encode("utf-8")
-    assert rows[0].data["body"] == row.body and rows[0].data["states"] == ["allowed", "running"]
+    assert rows[0].data["body"] == json.loads(row.body) and rows[0].data["states"] == ["allowed", "running"]
     assert rows[1].data["output_tail"] == odd
     assert (await store.verify()).ok
 
@@ -530,25 +530,17 @@ async def test_second_decision_raises_already_decided(store: Store) -> None:
     assert events(await store.audit_rows(action_id="a-1")).count("action.approved") == 1
 
 
-async def test_a_body_already_encoded_is_stored_as_the_writer_would_encode_it(
-    tmp_path: Path, key: Path
-) -> None:
-    """``ActionRow.body_json`` (the hub's text from the digest) gives the same
-    row and the same audit record as the writer encoding ``body`` itself."""
-    stored = []
-    given = dataclasses.replace(action(), body_json=to_json(action().body))
-    for name, row in (("plain", action()), ("given", given)):
-        s = await Store.open(tmp_path / f"{name}.db", key_path=key)
-        try:
-            await s.session_started(session(), resumed=False, ts_ms=T0)
-            await s.action_proposed(row, actor="agent:a", ts_ms=T0)
-            got = await s.action("a-1")
-            rows = await s.audit_rows(limit=100)
-            stored.append((got, [(r.event, r.body, r.hash) for r in rows if r.action_id == "a-1"]))
-        finally:
-            await s.close()
-    assert stored[0] == stored[1]
-    assert stored[0][0] is not None and stored[0][0].body == action().body
+async def test_the_body_text_is_stored_as_given_in_the_row_and_the_record(store: Store) -> None:
+    """``ActionRow.body`` is the hub's canonical text from the digest: the
+    row's column holds exactly it, and the ``action.proposed`` record embeds
+    it unchanged, so what was digested is what the log hashes."""
+    await store.session_started(session(), resumed=False, ts_ms=T0)
+    await store.action_proposed(action(), actor="agent:a", ts_ms=T0)
+    got = await store.action("a-1")
+    assert got is not None and got.body == action().body
+    (record,) = [r for r in await store.audit_rows(limit=100) if r.action_id == "a-1"]
+    assert '"body":' + action().body + "," in record.body
+    assert (await store.verify()).ok
 
 
 async def test_proposal_resend_is_idempotent_and_id_reuse_is_refused(store: Store) -> None:

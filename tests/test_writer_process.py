@@ -63,7 +63,7 @@ def action(aid: str, *, state: str = "allowed", verdict: str = "allow") -> Actio
         policy_verdict=verdict,
         rule=None,
         state=state,
-        body={"action_id": aid, "command": f"echo {aid}"},
+        body=f'{{"action_id":"{aid}","command":"echo {aid}"}}',
         created_at=T0,
         updated_at=T0,
         expires_at=T0 + 60_000 if state == "pending" else None,

@@ -16,7 +16,7 @@ from typing import Final
 
 from websockets.asyncio.server import ServerConnection
 
-from agent_shim.agent_messages import AckState, body_text_and_digest
+from agent_shim.agent_messages import AckState
 from agent_shim.policy import RateWindow
 from agent_shim.protocol import (
     PROTOCOL_VERSION,
@@ -162,8 +162,7 @@ class AgentSide(ServiceBase):
 
     async def propose(self, sess: LiveSession, msg: Propose) -> None:
         action = msg.action
-        body = action.model_dump(mode="json")
-        body_json, digest = body_text_and_digest(body)  # one encoding for the digest and the store
+        body, digest = action.text_and_digest()  # one encoding for the digest and the store
         if digest != msg.digest:
             raise Refused("digest_mismatch", "digest does not match the action")
         known = self.reg.live.get(action.action_id)
@@ -211,7 +210,6 @@ class AgentSide(ServiceBase):
             created_at=ts,
             updated_at=ts,
             expires_at=expires_at,
-            body_json=body_json,
         )
         # The shim runs an action it proposes with verdict allow at once and sends
         # no `started` for it: record allowed -> running in the same write.

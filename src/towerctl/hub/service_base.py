@@ -13,7 +13,6 @@ resolves exactly as it did in one class.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Literal
@@ -50,9 +49,8 @@ def now_ms() -> int:
 def _row_to_info(row: ActionRow, sess: LiveSession | None) -> ActionInfo:
     from agent_shim.protocol import Action
 
-    body = row.body
     return ActionInfo(
-        action=Action.model_validate_json(json.dumps(body)),
+        action=Action.model_validate_json(row.body),
         session_id=row.session_id,
         agent=sess.agent if sess else "unknown",
         env=sess.env if sess else "unknown",

@@ -69,8 +69,9 @@ def action_proposed(
         if state is not None:
             return state
         raise InvalidTransition(f"only an allowed action can start at once, not a {row.state} one")
-    # Each JSON value is encoded once, for the row's column and the record.
-    body = row.body_json if row.body_json is not None else to_json(row.body)
+    # Each JSON value is encoded once, for the row's column and the record
+    # (the body by the hub, for the digest).
+    body = row.body
     reasons = to_json(list(row.reasons))
     rule = "null" if row.rule is None else to_json(row.rule)
     try:
