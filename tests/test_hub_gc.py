@@ -1,5 +1,5 @@
 """A closed connection is freed when it closes, not at the hub's next full
-garbage collection (``server._release_handshake_closure`` says why): with the
+garbage collection (``server._release_handshake`` says why): with the
 cycle collector off, every hub-side connection object must die by reference
 counting alone once its peer has gone."""
 
@@ -56,3 +56,23 @@ async def test_a_closed_operator_connection_is_freed_without_the_cycle_collector
         ref = weakref.ref(conn)
         del conn
     await wait_for(lambda: ref() is None)
+
+
+async def test_a_connected_agent_keeps_no_handshake_headers(tower: Tower) -> None:
+    """The request's and response's headers (a fifth of what the collector
+    tracks per connection) go once the handler runs, for agents and operators
+    alike; the endpoint was already decided from the request's path."""
+    ws = await agent(tower, offer=True, name="gc-handshake")
+    assert tower.hub.service is not None
+    service = tower.hub.service
+    (sess,) = [s for s in service.reg.sessions.values() if s.agent == "gc-handshake"]
+    conn = sess.conn
+    assert conn is not None and conn.request is not None and conn.response is not None
+    assert conn.request.path == "/agent"
+    assert (len(conn.request.headers), len(conn.response.headers)) == (0, 0)
+    async with tower.operator():
+        await wait_for(lambda: len(service.fanout.operators) == 1)
+        (op,) = service.fanout.operators
+        assert op.conn.request is not None and op.conn.response is not None
+        assert (len(op.conn.request.headers), len(op.conn.response.headers)) == (0, 0)
+    await ws.close()

@@ -259,13 +259,14 @@ class Hub(ConnectionLoops):
     # ------------------------------------------------------------ websocket
 
     async def _handler(self, conn: ServerConnection) -> None:
-        _release_handshake_closure(conn)
+        is_agent = conn.request is not None and conn.request.path.startswith("/agent")
+        _release_handshake(conn)
         principal = self._principals.pop(conn, None)
         if principal is None:  # cannot happen: process_request let it through
             await conn.close(1008, "unauthenticated")
             return
         try:
-            if conn.request is not None and conn.request.path.startswith("/agent"):
+            if is_agent:
                 await self._agent(conn, principal)
             else:
                 await self._operator(conn, principal)
@@ -275,18 +276,31 @@ class Hub(ConnectionLoops):
             await self._store_failed(conn, exc)
 
 
-def _release_handshake_closure(conn: ServerConnection) -> None:
-    """Let a connection be freed when it closes, not at the next full collection.
+def _release_handshake(conn: ServerConnection) -> None:
+    """Drop what only the handshake needed, which is over when the handler runs.
 
-    Given ``select_subprotocol``, websockets' ``serve`` binds a closure over
-    each connection onto its protocol (connection -> protocol -> closure ->
-    connection), so every connection, with its ~55 objects, outlived its close
-    until a full collection: after 1,000 agents disconnected at once that
-    collection stopped the hub for 62-339 ms (docs/performance.md). The
-    closure is used only during the handshake, which is over when the handler
-    runs; dropping the instance attribute breaks the cycle (a no-op if a
-    later websockets stores it elsewhere: tests/test_hub_gc.py notices)."""
+    The ``select_subprotocol`` closure: given one, websockets' ``serve`` binds
+    a closure over each connection onto its protocol (connection -> protocol
+    -> closure -> connection), so every connection outlived its close until a
+    full collection: after 1,000 agents disconnected at once that collection
+    stopped the hub for 62-339 ms (docs/performance.md). Dropping the instance
+    attribute breaks the cycle (a no-op if a later websockets stores it
+    elsewhere: tests/test_hub_gc.py notices).
+
+    The headers of the handshake's request and response: a list per header
+    name and a tuple per header, a fifth of the objects the collector tracks
+    per connected agent, kept for the connection's life and read by nothing
+    after this. A burst of agents connecting fills the young generation with
+    such live objects, and the collection that finds them walks them all:
+    10-25 ms for 1,000 agents, the latency phases' worst pauses
+    (docs/performance.md, "the 14:55 session"). The request itself stays:
+    websockets takes a connection without one to be still in its handshake,
+    and the handler reads its path."""
     conn.protocol.__dict__.pop("select_subprotocol", None)
+    if conn.request is not None:
+        conn.request.headers.clear()
+    if conn.response is not None:
+        conn.response.headers.clear()
 
 
 def _unauthorized(conn: ServerConnection, text: str) -> Response:
