@@ -567,6 +567,44 @@ def test_rate_window(limit: int, times: list[float], exceeded: list[bool]) -> No
     assert [window.hit(t) for t in times] == exceeded
 
 
+@given(
+    limit=st.one_of(st.none(), st.integers(1, 50)),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["hit", "rate", "reset"]), st.floats(0, 70), st.integers(1, 150)),
+        max_size=40,
+    ),
+)
+def test_rate_window_equals_a_plain_sliding_window(
+    limit: int | None, steps: list[tuple[str, float, int]]
+) -> None:
+    """The window answers exactly as a list of every hit filtered to the last
+    60 s would: bursts of many hits at one instant, long gaps, resets."""
+    window, hits, now = RateWindow(limit), [], 0.0
+    for op, gap, repeat in steps:
+        now += gap
+        for _ in range(repeat if op == "hit" else 1):
+            if op == "reset":
+                window.reset()
+                hits = []
+                continue
+            hits = [t for t in hits if t > now - 60.0]
+            if op == "hit":
+                hits.append(now)
+                assert window.hit(now) == (limit is not None and len(hits) > limit)
+            else:
+                assert window.rate(now) == len(hits)
+
+
+def test_rate_window_keeps_counting_after_many_hits_age_out() -> None:
+    window = RateWindow(150)
+    assert not any(window.hit(0.0) for _ in range(100))
+    assert not any(window.hit(30.0) for _ in range(50))
+    assert window.rate(61.0) == 50  # the first 100 aged out
+    assert not any(window.hit(61.0) for _ in range(100))
+    assert window.hit(61.0)  # 50 + 101 in the last minute
+    assert window.rate(91.0) == 101
+
+
 def test_rate_counts_last_60_seconds() -> None:
     window = RateWindow(3)
     for t in (0.0, 10.0, 20.0, 30.0):
