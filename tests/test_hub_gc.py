@@ -25,23 +25,24 @@ def no_cycle_collector() -> Iterator[None]:
         gc.enable()
 
 
-async def _agent_conn(tower: Tower, name: str, *, offer: bool) -> weakref.ref[object]:
-    """Say hello as agent ``name``, close, and return a weak reference to
-    the hub's side of that connection."""
+async def _agent_conn(tower: Tower, name: str, *, offer: bool) -> list[weakref.ref[object]]:
+    """Say hello as agent ``name``, close, and return weak references to the
+    hub's side of that connection and to its websocket protocol (whose frame
+    parser is a generator holding it)."""
     ws = await agent(tower, offer=offer, name=name)
     assert tower.hub.service is not None
     (sess,) = [s for s in tower.hub.service.reg.sessions.values() if s.agent == name]
     assert sess.conn is not None
-    ref = weakref.ref(sess.conn)
+    refs: list[weakref.ref[object]] = [weakref.ref(sess.conn), weakref.ref(sess.conn.protocol)]
     await ws.close()
-    return ref
+    return refs
 
 
 @pytest.mark.parametrize("offer", [True, False], ids=["lines", "plain"])
 async def test_a_closed_agent_connection_is_freed_without_the_cycle_collector(
     tower: Tower, no_cycle_collector: None, offer: bool
 ) -> None:
-    refs = [await _agent_conn(tower, f"gc-{offer}-{i}", offer=offer) for i in range(3)]
+    refs = [r for i in range(3) for r in await _agent_conn(tower, f"gc-{offer}-{i}", offer=offer)]
     await wait_for(lambda: all(r() is None for r in refs))
 
 
@@ -53,9 +54,9 @@ async def test_a_closed_operator_connection_is_freed_without_the_cycle_collector
     async with tower.operator():
         await wait_for(lambda: len(service.fanout.operators) == 1)
         (conn,) = [o.conn for o in service.fanout.operators]
-        ref = weakref.ref(conn)
+        refs = [weakref.ref(conn), weakref.ref(conn.protocol)]
         del conn
-    await wait_for(lambda: ref() is None)
+    await wait_for(lambda: all(r() is None for r in refs))
 
 
 async def test_a_connected_agent_keeps_no_handshake_headers(tower: Tower) -> None:
