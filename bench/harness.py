@@ -13,6 +13,7 @@ import gc
 import math
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,10 @@ class ServedHub:
     proc: asyncio.subprocess.Process
     url: str
     home: Path
+    #: The home was made for this hub (no ``home`` given to start_hub), so
+    #: stop() removes it: a probe's log is hundreds of MB, and probes run by
+    #: the dozen (they filled /tmp once, 80 GB of them).
+    owns_home: bool = False
 
     def token(self, role: str) -> str:
         return (self.home / "tokens" / f"{role}.token").read_text().strip()
@@ -49,6 +54,8 @@ class ServedHub:
         if self.proc.returncode is None:
             self.proc.terminate()
             await asyncio.wait_for(self.proc.wait(), 30)
+        if self.owns_home:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def child_env() -> dict[str, str]:
@@ -63,6 +70,7 @@ def child_env() -> dict[str, str]:
 
 
 async def start_hub(home: Path | None = None, *, sync: str = "full", writer: str = "process") -> ServedHub:
+    owns_home = home is None
     home = home or Path(tempfile.mkdtemp(prefix="towerctl-bench-"))
     home.mkdir(parents=True, exist_ok=True)
     policy = home / "bench-policy.toml"
@@ -76,13 +84,21 @@ async def start_hub(home: Path | None = None, *, sync: str = "full", writer: str
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-        if not line:
-            raise RuntimeError("towerctl serve exited during start-up")
-        if "listening on" in line:
-            url = line.split("listening on ", 1)[1].split()[0]
-            return ServedHub(proc, url, home)
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            if not line:
+                raise RuntimeError("towerctl serve exited during start-up")
+            if "listening on" in line:
+                url = line.split("listening on ", 1)[1].split()[0]
+                return ServedHub(proc, url, home, owns_home)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if owns_home:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
 
 
 def proc_cpu_s(pid: int) -> float:

@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,32 @@ def test_writer_bench_runs_on_the_current_store_with_and_without_extra_sql() -> 
     index = "CREATE INDEX bench_extra ON audit (actor, seq)"
     us, kib = run(sessions=20, batch=10, sync="NORMAL", sql=[index], prefill=2)
     assert us > 0 and kib >= 0
+
+
+def test_the_writer_bench_leaves_no_log_behind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run(sessions=5, batch=5, sync="NORMAL", sql=[], prefill=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_probes_hub_removes_the_home_it_made_and_keeps_one_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A probe's hub log is hundreds of MB and probes run by the dozen."""
+    sys.path.insert(0, _BENCH)
+    from harness import start_hub
+
+    made = tmp_path / "made"
+    made.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(made))
+    hub = await start_hub(sync="normal")
+    assert hub.home.parent == made and (hub.home / "tokens" / "agent.token").exists()
+    await hub.stop()
+    assert list(made.iterdir()) == []
+    given = tmp_path / "given"
+    hub = await start_hub(given, sync="normal")
+    await hub.stop()
+    assert (given / "tokens" / "agent.token").exists()
 
 
 def test_serve_path_times_only_actions_the_hub_recorded_with_their_outcome() -> None:
