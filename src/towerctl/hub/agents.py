@@ -248,18 +248,18 @@ class AgentSide(ServiceBase):
         )
         if self.metrics is not None:
             self.metrics.on_proposed(proposed)
-        # An action that waits is shown to operators at once, and its model
-        # is what decisions check: built now. Any other is built when asked for.
-        info: ActionInfo | ProposedAction = proposed.action_info() if state == "pending" else proposed
-        if state != "denied":
-            self.reg.track(info, "running" if runs_now else state)
+        info: ActionInfo | ProposedAction = proposed
         if state == "pending":
-            assert isinstance(info, ActionInfo)
+            # An action that waits is shown to operators at once, and its model
+            # is what decisions check: built now. Any other is built when asked for.
+            info = proposed.action_info()
             self.reg.pending[action.action_id] = PendingAction(info)
             sess.pending.add(action.action_id)
             self._schedule_expiry(action.action_id, expires_at or ts)
         elif state == "allowed":
             sess.current_action = action.command
+        if state != "denied":
+            self.reg.track(info, "running" if runs_now else state)
         sess.last_seen = ts
         self._announce_action(info, routine=state == "allowed")
         await self.send_agent(sess, ack_json(action.action_id, state, explanation[:4000], expires_at))
